@@ -1,0 +1,51 @@
+"""Turn whatever image a caller has into the engine's input: RGB uint8, H x W x 3."""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+
+class ImageError(ValueError):
+    """The image cannot be segmented; the message says why."""
+
+
+def to_rgb_uint8(image, max_pixels: int) -> np.ndarray:
+    """Documented conversions: gray -> RGB, RGBA -> RGB (alpha ignored), uint16 -> uint8 (>> 8 with
+    rounding), float in [0, 1] -> uint8. Anything else is an ImageError."""
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB") if image.mode not in ("L", "RGB", "RGBA", "I;16") else image)
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"expected a numpy array or PIL image, got {type(image).__name__}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+        raise ImageError(f"expected H x W, H x W x 3 or H x W x 4, got shape {image.shape}")
+    h, w = image.shape[:2]
+    if h == 0 or w == 0:
+        raise ImageError(f"image has zero size ({h} x {w})")
+    if h * w > max_pixels:
+        raise ImageError(f"image of {w} x {h} pixels exceeds max_image_pixels={max_pixels}; "
+                         "downscale it first or raise the limit")
+    if image.dtype == np.uint8:
+        out = image
+    elif image.dtype == np.uint16:
+        out = ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    elif image.dtype in (np.float32, np.float64):
+        if not np.isfinite(image).all() or image.min() < 0 or image.max() > 1:
+            raise ImageError("float images must be finite and in [0, 1]")
+        out = np.round(image * 255).astype(np.uint8)
+    else:
+        raise ImageError(f"unsupported pixel type {image.dtype} (use uint8, uint16 or float in [0, 1])")
+    if out.ndim == 2:
+        out = np.repeat(out[:, :, None], 3, axis=2)
+    elif out.shape[2] == 4:
+        out = out[:, :, :3]
+    return np.ascontiguousarray(out)
+
+
+def preprocess(rgb: np.ndarray, size: int, mean, std) -> np.ndarray:
+    """Square warp to size x size with PIL bicubic (the reference's torchvision Resize), normalise -> 3 x S x S."""
+    img = Image.fromarray(rgb).resize((size, size), Image.BICUBIC)
+    x = np.asarray(img, dtype=np.float32) / 255.0
+    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))

@@ -1,0 +1,122 @@
+"""From per-class patch maps to a label map: threshold, upsample, background, blur, DenseCRF."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+EPS = 1e-12
+
+
+def threshold_maps(maps: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Keep raw values where the per-class min-max normalised map is >= threshold ([C, ...]).
+
+    A constant map (reference: 0/0 = NaN, which fails the test) keeps nothing.
+    """
+    flat = maps.flatten(1)
+    lo, hi = flat.min(dim=1).values, flat.max(dim=1).values
+    span = hi - lo
+    norm = (flat - lo[:, None]) / span.clamp(min=EPS)[:, None]
+    keep = (norm >= threshold) & (span > EPS)[:, None]
+    return (flat * keep).view_as(maps)
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """[C, g, g] -> [C, H, W], bilinear with align_corners=True (the 336 input was a warp, so is this)."""
+    return F.interpolate(maps[None], size=size, mode="bilinear", align_corners=True)[0]
+
+
+def wants_background(mode: str, n_classes: int, min_classes: int) -> bool:
+    return mode == "always" or (mode == "if_few_classes" and n_classes < min_classes)
+
+
+def background_channel(maps: torch.Tensor) -> torch.Tensor:
+    """1 where no class survived thresholding, 0 elsewhere -> [1, H, W]."""
+    return (maps.max(dim=0, keepdim=True).values == 0).to(maps.dtype)
+
+
+def _reflect_index(n: int, radius: int, device) -> torch.Tensor:
+    # scipy.ndimage 'reflect' (d c b a | a b c d | d c b a), valid for any radius
+    idx = torch.arange(-radius, n + radius, device=device) % (2 * n)
+    return torch.where(idx >= n, 2 * n - 1 - idx, idx)
+
+
+def gaussian_blur(maps: torch.Tensor, sigma: float, truncate: float = 4.0) -> torch.Tensor:
+    """Separable Gaussian on [C, H, W] on the maps' device; matches scipy.ndimage.gaussian_filter."""
+    if sigma <= 0:
+        return maps
+    radius = int(truncate * sigma + 0.5)
+    x = torch.arange(-radius, radius + 1, device=maps.device, dtype=torch.float64)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    k = (k / k.sum()).to(maps.dtype)
+    c, h, w = maps.shape
+    out = maps[:, _reflect_index(h, radius, maps.device)]                    # pad rows
+    out = F.conv1d(out.permute(0, 2, 1).reshape(c * w, 1, -1), k.view(1, 1, -1))
+    out = out.view(c, w, h).permute(0, 2, 1)
+    out = out[:, :, _reflect_index(w, radius, maps.device)]                 # pad columns
+    out = F.conv1d(out.reshape(c * h, 1, -1), k.view(1, 1, -1)).view(c, h, w)
+    return out
+
+
+def minmax(maps: torch.Tensor) -> torch.Tensor:
+    """Per-channel rescale to [0, 1]; a constant channel becomes 0 (reference: NaN)."""
+    flat = maps.flatten(1)
+    lo, hi = flat.min(dim=1).values, flat.max(dim=1).values
+    span = hi - lo
+    out = (flat - lo[:, None]) / span.clamp(min=EPS)[:, None]
+    return (out * (span > EPS)[:, None]).view_as(maps)
+
+
+def dense_crf(soft: np.ndarray, rgb: np.ndarray, iterations: int, gauss_sxy: float, gauss_compat: float,
+              bi_sxy: float, bi_srgb: float, bi_compat: float) -> np.ndarray:
+    """DenseCRF (pydensecrf2) over softmax(soft) as unaries, as the reference does -> [L, H, W] marginals."""
+    import pydensecrf.densecrf as dcrf
+    from pydensecrf.utils import unary_from_softmax
+
+    n, h, w = soft.shape
+    probs = torch.softmax(torch.from_numpy(soft).float(), dim=0).numpy()
+    crf = dcrf.DenseCRF2D(w, h, n)
+    crf.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(probs)))
+    crf.addPairwiseGaussian(sxy=gauss_sxy, compat=gauss_compat)
+    crf.addPairwiseBilateral(sxy=bi_sxy, srgb=bi_srgb, rgbim=np.ascontiguousarray(rgb), compat=bi_compat)
+    q = crf.inference(iterations)
+    return np.asarray(q, dtype=np.float32).reshape(n, h, w)
+
+
+def work_size(h: int, w: int, max_side: Optional[int]) -> tuple[int, int]:
+    if not max_side or max(h, w) <= max_side:
+        return h, w
+    s = max_side / max(h, w)
+    return max(1, round(h * s)), max(1, round(w * s))
+
+
+def refine(channels: torch.Tensor, rgb: np.ndarray, cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """Post-process channels [L, h, w] (rgb already at h x w) -> (winning channel [h, w], soft [L, h, w])."""
+    h, w = channels.shape[1:]
+    blurred = cfg.postprocess in ("blur", "blur+crf")
+    soft = minmax(gaussian_blur(channels, cfg.blur_sigma * max(h, w))) if blurred else channels
+    if cfg.postprocess in ("crf", "blur+crf"):
+        q = dense_crf(soft.float().cpu().numpy(), rgb, cfg.crf_iterations, cfg.crf_gaussian_sxy,
+                      cfg.crf_gaussian_compat, cfg.crf_bilateral_sxy, cfg.crf_bilateral_srgb,
+                      cfg.crf_bilateral_compat)
+        winner = torch.from_numpy(q.argmax(axis=0)).to(channels.device)
+    else:
+        winner = soft.argmax(dim=0)
+    return winner, (soft if blurred else minmax(soft))
+
+
+def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    if rgb.shape[:2] == size:
+        return rgb
+    return cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+
+
+def upsample_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(labels.shape) == tuple(size):
+        return labels
+    return F.interpolate(labels[None, None].float(), size=size, mode="nearest")[0, 0].long()
+

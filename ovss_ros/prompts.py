@@ -1,0 +1,105 @@
+"""Vocabulary checks and prompt tensors: which token rows belong to which class."""
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+
+class VocabularyError(ValueError):
+    """The vocabulary cannot be used; the message says why."""
+
+
+def normalize_vocabulary(classes: Sequence[str], max_classes: int, max_name_length: int) -> tuple[str, ...]:
+    """Strip and check class names; duplicates, empty or over-long names are errors, not silent fixes."""
+    if isinstance(classes, str):
+        raise VocabularyError("vocabulary must be a list of class names, not one string")
+    names = []
+    for raw in classes:
+        if not isinstance(raw, str):
+            raise VocabularyError(f"class name {raw!r} is not a string")
+        name = " ".join(raw.split())
+        if not name:
+            raise VocabularyError("empty class name in vocabulary")
+        if len(name) > max_name_length:
+            raise VocabularyError(f"class name {name[:20]!r}... has {len(name)} characters "
+                                  f"(max_class_name_length={max_name_length})")
+        if any(unicodedata.category(ch) == "Cc" for ch in name):
+            raise VocabularyError(f"class name {name!r} contains control characters")
+        names.append(name)
+    if not names:
+        raise VocabularyError("vocabulary is empty")
+    if len(names) > max_classes:
+        raise VocabularyError(f"vocabulary has {len(names)} classes (max_classes={max_classes})")
+    seen: dict[str, str] = {}
+    for name in names:
+        key = name.lower()
+        if key in seen:
+            raise VocabularyError(f"duplicate class name {name!r} (same as {seen[key]!r})")
+        seen[key] = name
+    return tuple(names)
+
+
+def enc_token_id(tokenizer, text_vocab_size: int) -> int:
+    """[ENC] replaces [CLS] for image-grounded text encoding (BLIP). HF does not do it for us."""
+    tid = tokenizer.convert_tokens_to_ids("[ENC]")
+    if tid is not None and tid != tokenizer.unk_token_id:
+        return int(tid)
+    # BLIP appends [DEC], [ENC] to BERT's vocabulary, so [ENC] is the last embedding row (30523).
+    return int(text_vocab_size) - 1
+
+
+@dataclass
+class PromptBatch:
+    """Tokenized captions plus, per class, the caption and token rows that make its GradCAM map."""
+
+    input_ids: torch.Tensor          # [B, T], [ENC] at position 0
+    attention_mask: torch.Tensor     # [B, T]
+    class_caption: list[int]         # caption index of each class
+    class_rows: list[list[int]]      # class-word token rows of each class
+    first_rows: bool = False         # use row 0 ([ENC]) of the class's caption instead
+
+    def rows_of(self, c: int) -> list[int]:
+        return [0] if self.first_rows else self.class_rows[c]
+
+    def to(self, device) -> "PromptBatch":
+        return PromptBatch(self.input_ids.to(device), self.attention_mask.to(device),
+                           self.class_caption, self.class_rows, self.first_rows)
+
+
+def _tokenize(tokenizer, texts: list[str], enc_id: int, max_length: int):
+    enc = tokenizer(texts, padding="longest", truncation=True, max_length=max_length,
+                    return_offsets_mapping=True, return_tensors="pt")
+    ids = enc["input_ids"].clone()
+    ids[:, 0] = enc_id
+    return ids, enc["attention_mask"], enc["offset_mapping"]
+
+
+def _rows_in_span(offsets: torch.Tensor, start: int, end: int) -> list[int]:
+    return [t for t, (a, b) in enumerate(offsets.tolist()) if b > a and a >= start and b <= end]
+
+
+def build_prompts(tokenizer, names: Sequence[str], template: str, per_class: bool, first_rows: bool,
+                  enc_id: int, max_length: int = 512) -> PromptBatch:
+    """One caption naming every class ("a picture of c1 c2 ...") or one caption per class."""
+    prefix, suffix = template.split("{}", 1)
+    if per_class:
+        texts = [template.format(n) for n in names]
+        spans = [(i, len(prefix), len(prefix) + len(n)) for i, n in enumerate(names)]
+    else:
+        texts, spans, pos = [prefix], [], len(prefix)
+        for i, n in enumerate(names):
+            spans.append((0, pos, pos + len(n)))
+            pos += len(n) + 1
+        texts = [prefix + " ".join(names) + suffix]
+    ids, mask, offsets = _tokenize(tokenizer, texts, enc_id, max_length)
+    class_caption, class_rows = [], []
+    for name, (cap, start, end) in zip(names, spans):
+        rows = _rows_in_span(offsets[cap], start, end)
+        if not rows:
+            raise VocabularyError(f"class name {name!r} produced no tokens (or the caption was truncated)")
+        class_caption.append(cap)
+        class_rows.append(rows)
+    return PromptBatch(ids, mask, class_caption, class_rows, first_rows)

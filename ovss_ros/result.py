@@ -1,0 +1,32 @@
+"""What one segmentation call returns."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class SegmentationResult:
+    labels: np.ndarray            # H x W, uint8 (uint16 above 254 classes); 0 = background, k = class_names[k-1]
+    class_names: tuple            # the vocabulary, in label order
+    presence: np.ndarray          # [C] ITM match probability per class (NaN where not computed)
+    present: np.ndarray           # [C] bool: the classes that were segmented
+    class_ids: np.ndarray         # [K] label ids of the segmented classes
+    class_maps: np.ndarray        # [K, H, W] float32 in [0, 1], per segmented class
+    confidence: np.ndarray        # H x W float32 in [0, 1]: the winning channel's score
+    timings: dict = field(default_factory=dict)   # stage -> seconds
+
+    def summary(self) -> dict:
+        counts = np.bincount(self.labels.ravel(), minlength=len(self.class_names) + 1)
+        total = max(1, self.labels.size)
+        return {
+            "classes": [
+                {"id": i + 1, "name": n, "presence": None if np.isnan(p) else round(float(p), 4),
+                 "segmented": bool(s), "pixel_fraction": round(float(counts[i + 1]) / total, 4)}
+                for i, (n, p, s) in enumerate(zip(self.class_names, self.presence, self.present))
+            ],
+            "background_fraction": round(float(counts[0]) / total, 4),
+            "size": [int(self.labels.shape[1]), int(self.labels.shape[0])],
+            "timings_ms": {k: round(v * 1000, 2) for k, v in self.timings.items()},
+        }

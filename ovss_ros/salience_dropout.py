@@ -1,0 +1,51 @@
+"""Salience Dropout: hide the most salient patches and look again, so weaker regions show up."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+
+def patches_per_round(grid: int, drop_patches: int, drop_fraction: Optional[float]) -> int:
+    n = grid * grid
+    k = round(drop_fraction * n) if drop_fraction is not None else drop_patches
+    return max(0, min(int(k), n))
+
+
+def select_patches(ranking: torch.Tensor, dropped: torch.Tensor, k: int) -> torch.Tensor:
+    """Add the k highest-ranked patches (already dropped ones score 0) to `dropped`."""
+    if k == 0:
+        return dropped
+    score = ranking.clone()
+    score[dropped] = 0
+    top = torch.topk(score, k).indices
+    return torch.cat([dropped, top])
+
+
+def drop_pixels(pixel_values: torch.Tensor, dropped: torch.Tensor, grid: int, ps: int) -> torch.Tensor:
+    """Zero (in normalised space, i.e. the dataset-mean colour) the ps x ps pixel block of each dropped patch."""
+    if dropped.numel() == 0:
+        return pixel_values
+    keep = torch.ones(grid * grid, device=pixel_values.device, dtype=pixel_values.dtype)
+    keep[dropped] = 0
+    keep = keep.view(grid, grid).repeat_interleave(ps, 0).repeat_interleave(ps, 1)
+    return pixel_values * keep
+
+
+def kept_tokens(dropped: torch.Tensor, n_patches: int) -> torch.Tensor:
+    """Patch indices still visible; removing the others from the keys equals a -inf attention mask."""
+    keep = torch.ones(n_patches, dtype=torch.bool, device=dropped.device)
+    keep[dropped] = False
+    return keep.nonzero().flatten()
+
+
+def drop_tokens(image_embeds: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+    """Image CLS plus the kept patch tokens."""
+    cls = torch.zeros(1, dtype=torch.long, device=kept.device)
+    return image_embeds[:, torch.cat([cls, kept + 1])]
+
+
+def zero_dropped(maps: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
+    out = maps.clone()
+    out[..., dropped] = 0
+    return out

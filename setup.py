@@ -1,0 +1,29 @@
+"""pip install . : the engine and CLIs, usable without ROS. The ROS node needs rclpy and the generated
+messages (colcon build, or scripts/setup.sh here)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="ovss_ros",
+    version="0.1.0",
+    description="Open-vocabulary semantic segmentation (PnP-OVSS on BLIP) for ROS 2 and plain Python",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["ovss_ros", "ovss_ros.*"]),
+    package_data={"ovss_ros": ["data/*", "data/**/*"]},
+    install_requires=[
+        "torch>=2.1",
+        "transformers>=4.46,<6",
+        "safetensors",
+        "numpy",
+        "scipy",
+        "pillow",
+        "opencv-python-headless",
+        "pydensecrf2",
+    ],
+    extras_require={"bags": ["rosbags", "rosbags-image"], "test": ["pytest"]},
+    entry_points={
+        "console_scripts": [
+            "ovss-segment = ovss_ros.cli:main",
+        ],
+    },
+)
