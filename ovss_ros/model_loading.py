@@ -68,6 +68,9 @@ def load_blip(
     Safetensors only and never `trust_remote_code`: a checkpoint is data, not code.
     """
     from transformers import BlipForImageTextRetrieval, BlipProcessor
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()     # node logs are read by people; no carriage-return bars
 
     name = str(model)
     dev = resolve_device(device)
@@ -75,6 +78,8 @@ def load_blip(
     is_dir = Path(name).expanduser().is_dir()
     if local_files_only is None:
         local_files_only = _offline()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()      # e.g. "falling back to BlipImageProcessorPil" without torchvision
     try:
         processor = BlipProcessor.from_pretrained(name, local_files_only=local_files_only, revision=revision)
         net = BlipForImageTextRetrieval.from_pretrained(
@@ -90,6 +95,8 @@ def load_blip(
                     f"`hf download {name}` (or `huggingface-cli download {name}`), then copy the cache "
                     "(~/.cache/huggingface) here, or pass the downloaded folder as the model path")
         raise ModelLoadError(f"cannot load model: {hint}. Cause: {type(exc).__name__}: {exc}") from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
     tokenizer = processor.tokenizer
     if not getattr(tokenizer, "is_fast", False):

@@ -87,3 +87,12 @@ def save_model(model, processor, directory: Path) -> Path:
     model.save_pretrained(directory, safe_serialization=True)
     processor.save_pretrained(directory)
     return directory
+
+
+if __name__ == "__main__":   # python -m ovss_ros.tiny_model OUT_DIR [words...]: a random-weight tiny checkpoint
+    import sys
+
+    out_dir = Path(sys.argv[1])
+    words = sys.argv[2:] or ["red", "green", "blue", "yellow", "circle", "square", "triangle"]
+    save_model(*build_blip(words, seed=0), out_dir)
+    print(f"random-weight tiny BLIP ITM saved to {out_dir}")

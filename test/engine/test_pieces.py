@@ -1,0 +1,115 @@
+"""Unit behaviour of the engine's pieces: Salience Dropout, thresholds, background, blur, presence, prompts."""
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import gaussian_filter
+
+from ovss_ros import class_presence, postprocess, salience_dropout
+from ovss_ros.prompts import build_prompts, enc_token_id
+
+
+# -- Salience Dropout ------------------------------------------------------------------------------
+def test_select_patches_takes_top_k_and_never_repicks():
+    ranking = torch.tensor([0.1, 0.9, 0.5, 0.8, 0.0, 0.7])
+    first = salience_dropout.select_patches(ranking, torch.zeros(0, dtype=torch.long), 2)
+    assert sorted(first.tolist()) == [1, 3]
+    second = salience_dropout.select_patches(ranking, first, 2)
+    assert second[:2].tolist() == first.tolist() and sorted(second[2:].tolist()) == [2, 5]
+
+
+def test_patches_per_round_count_or_fraction():
+    assert salience_dropout.patches_per_round(21, 10, None) == 10
+    assert salience_dropout.patches_per_round(12, 10, 0.05) == 7          # 5 % of 144
+    assert salience_dropout.patches_per_round(2, 10, None) == 4           # never more than the grid
+
+
+def test_drop_pixels_zeroes_exactly_the_patch_blocks():
+    x = torch.ones(1, 3, 12, 12)
+    out = salience_dropout.drop_pixels(x, torch.tensor([0, 5]), grid=3, ps=4)    # (0,0) and (1,2)
+    zero = out[0, 0] == 0
+    expected = torch.zeros(12, 12, dtype=torch.bool)
+    expected[0:4, 0:4] = True
+    expected[4:8, 8:12] = True
+    assert torch.equal(zero, expected) and (out[:, 1:] == 0).sum() == 2 * 2 * 16
+
+
+def test_kept_and_dropped_tokens():
+    kept = salience_dropout.kept_tokens(torch.tensor([1, 3]), 5)
+    assert kept.tolist() == [0, 2, 4]
+    emb = torch.arange(6.0).view(1, 6, 1)                   # CLS + 5 patches
+    assert salience_dropout.drop_tokens(emb, kept).flatten().tolist() == [0.0, 1.0, 3.0, 5.0]
+
+
+# -- maps to labels ----------------------------------------------------------------------------------
+def test_threshold_keeps_raw_values_and_guards_constant_maps():
+    maps = torch.tensor([[[0.0, 1.0], [2.0, 10.0]], [[3.0, 3.0], [3.0, 3.0]]])
+    out = postprocess.threshold_maps(maps, 0.15)
+    assert out[0].tolist() == [[0.0, 0.0], [2.0, 10.0]]      # 1/10 < 0.15 dropped, raw 2 and 10 kept
+    assert out[1].abs().sum() == 0 and not torch.isnan(out).any()
+
+
+@pytest.mark.parametrize("mode,n,expected", [("always", 5, True), ("never", 1, False),
+                                             ("if_few_classes", 2, True), ("if_few_classes", 3, False)])
+def test_background_rule(mode, n, expected):
+    assert postprocess.wants_background(mode, n, 3) is expected
+
+
+def test_background_channel_marks_uncovered_pixels():
+    maps = torch.tensor([[[0.0, 1.0]], [[0.0, 0.0]]])
+    assert postprocess.background_channel(maps).tolist() == [[[1.0, 0.0]]]
+
+
+@pytest.mark.parametrize("shape,sigma", [((40, 60), 3.0), ((30, 20), 25.0), ((7, 5), 1.0)])
+def test_gaussian_blur_matches_scipy(shape, sigma):
+    rng = np.random.default_rng(0)
+    x = rng.random((2, *shape)).astype(np.float32)
+    ours = postprocess.gaussian_blur(torch.from_numpy(x), sigma).numpy()
+    ref = np.stack([gaussian_filter(c, sigma) for c in x])       # mode='reflect', truncate=4
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+
+
+def test_minmax_guards_constant_channel():
+    out = postprocess.minmax(torch.stack([torch.full((3, 3), 2.0), torch.arange(9.0).view(3, 3)]))
+    assert out[0].abs().sum() == 0 and out[1].max() == 1 and out[1].min() == 0
+
+
+def test_work_size_keeps_aspect():
+    assert postprocess.work_size(480, 640, 320) == (240, 320)
+    assert postprocess.work_size(100, 80, 320) == (100, 80)
+
+
+# -- class presence -----------------------------------------------------------------------------------
+def test_select_classes_threshold_and_top_k():
+    p = torch.tensor([0.2, 0.9, 0.6, 0.95])
+    assert class_presence.select_classes(p, 0.5, None) == [3, 1, 2]
+    assert class_presence.select_classes(p, 0.5, 2) == [3, 1]
+    assert class_presence.select_classes(p, 0.99, None) == []
+
+
+# -- prompts -------------------------------------------------------------------------------------------
+def test_single_caption_rows_follow_character_offsets(tiny_loaded):
+    tok = tiny_loaded.tokenizer
+    enc = enc_token_id(tok, tiny_loaded.model.config.text_config.vocab_size)
+    p = build_prompts(tok, ["traffic light", "dog"], "a picture of {}", per_class=False, first_rows=False,
+                      enc_id=enc)
+    words = tok.convert_ids_to_tokens(p.input_ids[0].tolist())
+    assert p.input_ids[0, 0] == enc == tok.convert_tokens_to_ids("[ENC]")
+    assert [words[r] for r in p.class_rows[0]] == ["traffic", "light"]
+    assert [words[r] for r in p.class_rows[1]] == ["dog"]
+    assert p.class_caption == [0, 0]
+
+
+def test_per_class_captions_and_first_rows(tiny_loaded):
+    tok = tiny_loaded.tokenizer
+    p = build_prompts(tok, ["traffic light", "dog"], "a picture of {}", True, True, 6)
+    assert p.input_ids.shape[0] == 2 and p.class_caption == [0, 1]
+    assert p.rows_of(0) == [0] and p.attention_mask[1].sum() == 6     # [ENC] a picture of dog [SEP]
+
+
+def test_enc_token_falls_back_to_blip_convention(tiny_loaded):
+    class NoEnc:
+        unk_token_id = 1
+
+        def convert_tokens_to_ids(self, _):
+            return 1
+    assert enc_token_id(NoEnc(), 30524) == 30523
