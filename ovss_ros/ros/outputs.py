@@ -1,0 +1,71 @@
+"""One SegmentationResult -> the node's output messages, all stamped with the input frame's header.
+Shared by the node and the offline bag command so both write exactly the same thing."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ovss_ros.msg import ClassInfo, ClassMap, SegmentationMasks
+from ovss_ros.visualize import class_color, overlay
+
+from .image_codec import array_to_image
+
+try:   # standard LabelInfo for Nav2's semantic segmentation layer; absent from the PyPI wheels
+    from vision_msgs.msg import LabelInfo, VisionClass
+except ImportError:   # pragma: no cover - depends on the machine
+    LabelInfo = VisionClass = None
+
+
+def labels_image(labels: np.ndarray, header):
+    """mono8 class ids (0 = background); mono16 when the vocabulary has more than 254 classes."""
+    return array_to_image(labels, "mono16" if labels.dtype == np.uint16 else "mono8", header)
+
+
+def confidence_image(confidence: np.ndarray, header):
+    """mono8, 0..255 = the winning class's score 0..1 (the Nav2 demo's convention)."""
+    return array_to_image(np.round(np.clip(confidence, 0, 1) * 255).astype(np.uint8), "mono8", header)
+
+
+def overlay_image(rgb: np.ndarray, labels: np.ndarray, class_names: Sequence[str], header, alpha: float = 0.5):
+    """rgb8 blend with stable per-class colours and a legend of the classes in view, for rviz."""
+    return array_to_image(overlay(rgb, labels, class_names, alpha=alpha, legend=True), "rgb8", header)
+
+
+def masks_message(result, header, version: int) -> SegmentationMasks:
+    msg = SegmentationMasks()
+    msg.header = header
+    msg.vocabulary_version = int(version)
+    ids = [int(i) for i in result.class_ids]
+    msg.class_ids = ids
+    msg.class_names = [result.class_names[i - 1] for i in ids]
+    msg.presence = [float(result.presence[i - 1]) for i in ids]
+    msg.masks = [array_to_image((result.labels == i).astype(np.uint8) * 255, "mono8", header) for i in ids]
+    return msg
+
+
+def class_map_message(class_names: Sequence[str], version: int, header, threshold: float = 0.0,
+                      model: str = "") -> ClassMap:
+    msg = ClassMap()
+    msg.header = header
+    msg.vocabulary_version = int(version)
+    msg.presence_threshold = float(threshold)
+    msg.model = model
+    classes = []
+    for k, name in enumerate(class_names, start=1):
+        r, g, b = class_color(name)
+        classes.append(ClassInfo(class_id=k, class_name=name, r=r, g=g, b=b))
+    msg.classes = classes
+    return msg
+
+
+def label_info_message(class_names: Sequence[str], header, threshold: float = 0.0) -> Optional[object]:
+    """vision_msgs/LabelInfo (id 0 = "background"), or None where vision_msgs is not installed."""
+    if LabelInfo is None:
+        return None
+    msg = LabelInfo()
+    msg.header = header
+    msg.threshold = float(threshold)
+    msg.class_map = [VisionClass(class_id=0, class_name="background")] + [
+        VisionClass(class_id=k, class_name=n) for k, n in enumerate(class_names, start=1)]
+    return msg

@@ -1,0 +1,67 @@
+"""Counters the node reports on /diagnostics: rates over a sliding window and mean stage latencies."""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Optional
+
+
+class RateMeter:
+    """Events per second over the last `window` seconds."""
+
+    def __init__(self, window: float = 5.0) -> None:
+        self.window = window
+        self._t: deque = deque()
+        self._lock = threading.Lock()
+
+    def tick(self, now: Optional[float] = None) -> None:
+        with self._lock:
+            self._t.append(time.monotonic() if now is None else now)
+            self._trim(self._t[-1])
+
+    def _trim(self, now: float) -> None:
+        while self._t and now - self._t[0] > self.window:
+            self._t.popleft()
+
+    def rate(self, now: Optional[float] = None) -> float:
+        with self._lock:
+            now = time.monotonic() if now is None else now
+            self._trim(now)
+            if len(self._t) < 2:
+                return 0.0
+            return (len(self._t) - 1) / max(1e-9, self._t[-1] - self._t[0])
+
+
+class StageLatency:
+    """Mean seconds per stage over the last `n` results (engine timings plus the node's own stages)."""
+
+    def __init__(self, n: int = 30) -> None:
+        self._runs: deque = deque(maxlen=n)
+        self._lock = threading.Lock()
+
+    def add(self, timings: dict) -> None:
+        with self._lock:
+            self._runs.append(dict(timings))
+
+    def means(self) -> dict:
+        with self._lock:
+            runs = list(self._runs)
+        out: dict = {}
+        for run in runs:
+            for k, v in run.items():
+                out.setdefault(k, []).append(v)
+        return {k: sum(v) / len(v) for k, v in out.items()}
+
+
+class CameraStats:
+    """What happened to one camera's frames, beyond received/dropped (counted by LatestFrames)."""
+
+    def __init__(self) -> None:
+        self.input_rate = RateMeter()
+        self.output_rate = RateMeter()
+        self.processed = 0
+        self.stale = 0
+        self.bad = 0
+        self.no_vocabulary = 0
+        self.last_age: float = float("nan")   # seconds from stamp to publication, last frame
