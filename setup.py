@@ -24,6 +24,9 @@ setup(
     entry_points={
         "console_scripts": [
             "ovss-segment = ovss_ros.cli:main",
+            "ovss-node = ovss_ros.ros.node:main",
+            "ovss-bag-play = ovss_ros.ros.bag_play:main",
+            "ovss-bag-segment = ovss_ros.ros.bag_segment:main",
         ],
     },
 )

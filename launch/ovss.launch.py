@@ -1,0 +1,59 @@
+"""Open-vocabulary segmentation node (+ rviz).
+
+ros2 launch ovss_ros ovss.launch.py image_topics:=/camera/color/image_raw vocabulary:="person, chair" rviz:=true
+ros2 launch ovss_ros ovss.launch.py cameras:=front,rear image_topics:=/front/image_raw,/rear/image_raw
+Arguments left empty keep the values of params_file (config/ovss.yaml by default)."""
+import os
+import tempfile
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from ovss_ros.ros.launch_logic import node_parameter_overrides, node_remappings, rviz_config, split_list
+
+SHARE = get_package_share_directory("ovss_ros")
+ARGS = [
+    ("image_topics", "", "camera image topic(s), comma-separated, one per camera; empty = relative `image`"),
+    ("cameras", "", "camera prefixes sharing one model, comma-separated (e.g. front,rear); empty = one camera"),
+    ("input_transport", "", "raw or compressed (subscribe <topic>/compressed); empty = params file"),
+    ("params_file", os.path.join(SHARE, "config", "ovss.yaml"), "node parameters (YAML)"),
+    ("namespace", "", "namespace of the node and all its topics"),
+    ("model", "", "Hub id or local checkpoint directory; empty = params file"),
+    ("device", "", "auto, cpu, cuda, cuda:N; empty = params file"),
+    ("preset", "", "paper, realtime or tiny; empty = params file"),
+    ("vocabulary", "", "initial class names, comma-separated; empty = params file / vocabulary topic"),
+    ("use_sim_time", "false", "use /clock (bag replay with --clock)"),
+    ("log_level", "info", "node log level"),
+    ("rviz", "false", "start rviz2 with config/ovss.rviz (camera, overlay, labels)"),
+    ("rviz_config", os.path.join(SHARE, "config", "ovss.rviz"), "rviz2 config to start from"),
+]
+
+
+def _nodes(context):
+    arg = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGS}
+    cameras = split_list(arg["cameras"])
+    topics = split_list(arg["image_topics"])
+    sim = arg["use_sim_time"].lower() in ("true", "1", "yes")
+    overrides = node_parameter_overrides(arg["model"], arg["device"], arg["preset"], arg["vocabulary"], cameras,
+                                         arg["input_transport"], sim)
+    node = Node(package="ovss_ros", executable="ovss_node", name="ovss_node", namespace=arg["namespace"],
+                parameters=[arg["params_file"], overrides],
+                remappings=node_remappings(cameras, topics, arg["input_transport"] or "raw"),
+                arguments=["--ros-args", "--log-level", arg["log_level"]], output="screen", emulate_tty=True)
+    with open(arg["rviz_config"]) as f:
+        text = rviz_config(f.read(), arg["namespace"], cameras[0] if cameras else "", topics[0] if topics else "")
+    rviz_file = os.path.join(tempfile.mkdtemp(prefix="ovss_rviz_"), "ovss.rviz")
+    with open(rviz_file, "w") as f:
+        f.write(text)
+    rviz = Node(package="rviz2", executable="rviz2", name="ovss_rviz", arguments=["-d", rviz_file],
+                parameters=[{"use_sim_time": sim}], condition=IfCondition(arg["rviz"]), output="screen")
+    return [node, rviz]
+
+
+def generate_launch_description():
+    return LaunchDescription([DeclareLaunchArgument(n, default_value=d, description=h) for n, d, h in ARGS]
+                             + [OpaqueFunction(function=_nodes)])

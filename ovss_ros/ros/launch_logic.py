@@ -1,0 +1,59 @@
+"""The decisions of launch/ovss.launch.py as plain functions (no `launch` import), so they are tested here
+even though launch/launch_ros are not installable on these machines."""
+from __future__ import annotations
+
+from typing import Optional
+
+# Topics in config/ovss.rviz, as the node publishes them with no namespace and the default camera.
+RVIZ_TOPICS = {"camera": "/image", "overlay": "/segmentation/overlay", "labels": "/segmentation/labels"}
+
+
+def split_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _join(*parts: str) -> str:
+    return "/" + "/".join(p.strip("/") for p in parts if p.strip("/"))
+
+
+def node_remappings(cameras: list[str], image_topics: list[str], input_transport: str = "raw") -> list[tuple]:
+    """Remap each camera's relative input (`image`, `front/image`, or their `/compressed` twin) to the
+    given topic; topics are matched to cameras in order. No topic = keep the relative name."""
+    cams = cameras or [""]
+    if image_topics and len(image_topics) != len(cams):
+        raise ValueError(f"{len(image_topics)} image topic(s) for {len(cams)} camera(s): give one per camera")
+    out = []
+    for cam, src in zip(cams, image_topics):
+        local = f"{cam.strip('/')}/image" if cam.strip("/") else "image"
+        if input_transport == "compressed":
+            out.append((f"{local}/compressed", src if src.endswith("/compressed") else f"{src}/compressed"))
+        else:
+            out.append((local, src))
+    return out
+
+
+def node_parameter_overrides(model: str = "", device: str = "", preset: str = "", vocabulary: str = "",
+                             cameras: Optional[list[str]] = None, input_transport: str = "",
+                             use_sim_time: bool = False) -> dict:
+    """Launch arguments that were given override the params file; empty ones leave it alone."""
+    out: dict = {"use_sim_time": use_sim_time}
+    for key, value in (("model", model), ("device", device), ("preset", preset),
+                       ("input_transport", input_transport)):
+        if value:
+            out[key] = value
+    if vocabulary:
+        out["vocabulary"] = split_list(vocabulary)
+    if cameras:
+        out["cameras"] = cameras
+    return out
+
+
+def rviz_config(template: str, namespace: str = "", camera: str = "", image_topic: str = "") -> str:
+    """config/ovss.rviz with its topics moved to where this launch puts them."""
+    cam = camera.strip("/")
+    base = _join(namespace, cam)
+    topics = {"camera": image_topic if image_topic.startswith("/") else _join(base, image_topic or "image"),
+              "overlay": _join(base, "segmentation/overlay"), "labels": _join(base, "segmentation/labels")}
+    for key, default in RVIZ_TOPICS.items():
+        template = template.replace(f"Value: {default}\n", f"Value: {topics[key]}\n")
+    return template

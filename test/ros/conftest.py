@@ -1,0 +1,183 @@
+"""Shared fixtures of the ROS tests: an isolated DDS domain, a tiny random BLIP saved once, an in-process
+probe node, and node processes started with --ros-args."""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from rostest_helpers import wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+WORDS = ["red", "circle", "dog", "blue", "square", "green", "triangle", "car"]
+
+# Before anything in this process touches rclpy: node processes inherit these too.
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random().randint(10, 100)))
+os.environ.setdefault("RCUTILS_LOGGING_BUFFERED_STREAM", "0")
+
+
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    from ovss_ros.tiny_model import build_blip, save_model
+
+    path = tmp_path_factory.mktemp("tiny_blip")
+    model, processor = build_blip(WORDS, architecture="tiny", seed=0)
+    save_model(model, processor, path)
+    return str(path)
+
+
+class Collector:
+    """Every message received on one topic, with a condition to wait on."""
+
+    def __init__(self) -> None:
+        self.msgs: list = []
+        self.cond = threading.Condition()
+
+    def __call__(self, msg) -> None:
+        with self.cond:
+            self.msgs.append(msg)
+            self.cond.notify_all()
+
+    def wait_for(self, predicate, timeout: float = 20.0):
+        """The first message matching predicate (including ones already received), or None."""
+        with self.cond:
+            found = []
+
+            def match():
+                found[:] = [m for m in self.msgs if predicate(m)][:1]
+                return bool(found)
+
+            self.cond.wait_for(match, timeout)
+            return found[0] if found else None
+
+    def clear(self) -> None:
+        with self.cond:
+            self.msgs.clear()
+
+
+class Probe:
+    """A test-side rclpy node spun in a background thread."""
+
+    def __init__(self) -> None:
+        import rclpy
+        from rclpy.executors import MultiThreadedExecutor
+
+        self.rclpy = rclpy
+        self.node = rclpy.create_node(f"probe_{os.getpid()}")
+        self.executor = MultiThreadedExecutor(num_threads=2)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def collect(self, msg_type, topic: str, qos=10) -> Collector:
+        c = Collector()
+        self.node.create_subscription(msg_type, topic, c, qos)
+        return c
+
+    def call(self, srv_type, name: str, request, timeout: float = 20.0):
+        client = self.node.create_client(srv_type, name)
+        try:
+            assert client.wait_for_service(timeout_sec=timeout), f"service {name} not available"
+            future = client.call_async(request)
+            done = threading.Event()
+            future.add_done_callback(lambda _: done.set())
+            assert done.wait(timeout), f"service {name} did not answer within {timeout} s"
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+    def wait_subscribers(self, publisher, count: int = 1, timeout: float = 20.0) -> None:
+        assert wait_until(lambda: publisher.get_subscription_count() >= count, timeout), \
+            f"no subscriber on {publisher.topic_name}"
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+
+@pytest.fixture(scope="session")
+def probe():
+    import rclpy
+
+    rclpy.init()
+    p = Probe()
+    yield p
+    p.close()
+    rclpy.try_shutdown()
+
+
+class NodeProcess:
+    """ovss_node in its own process, configured only through --ros-args."""
+
+    def __init__(self, log_path: Path, params: dict, namespace: str, name: str = "ovss_node",
+                 extra_args=()) -> None:
+        args = [sys.executable, "-m", "ovss_ros.ros.node", "--ros-args", "-r", f"__ns:={namespace}",
+                "-r", f"__node:={name}", *extra_args]
+        for key, value in params.items():
+            args += ["-p", f"{key}:={_ros_value(value)}"]
+        self.namespace, self.name = namespace, name
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO)
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+        raise RuntimeError("no VmRSS")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+        return self.proc.returncode
+
+
+def _ros_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(f"'{v}'" for v in value) + "]"
+    return str(value)
+
+
+@pytest.fixture(scope="session")
+def start_node(tmp_path_factory, tiny_model_dir):
+    """start_node(namespace, **params) -> NodeProcess (tiny model, CPU); all stopped at session end."""
+    procs = []
+
+    def start(namespace: str, extra_args=(), **params) -> NodeProcess:
+        base = {"model": tiny_model_dir, "preset": "tiny", "device": "cpu", "diagnostics_period": 0.5}
+        log = tmp_path_factory.mktemp("node_logs") / f"{namespace.strip('/') or 'root'}.log"
+        proc = NodeProcess(log, {**base, **params}, namespace, extra_args=extra_args)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for p in procs:
+        p.stop()
+
+
+
+

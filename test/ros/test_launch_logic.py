@@ -1,0 +1,53 @@
+"""What launch/ovss.launch.py decides (remappings, overrides, rviz topics); the launch file itself needs
+launch/launch_ros (see test_launch_file.py)."""
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ovss_ros.ros.launch_logic import node_parameter_overrides, node_remappings, rviz_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_single_camera_remaps_relative_image():
+    assert node_remappings([], ["/cam/color/image_raw"]) == [("image", "/cam/color/image_raw")]
+    assert node_remappings([], []) == []
+
+
+def test_multi_camera_and_compressed_remaps():
+    assert node_remappings(["front", "rear"], ["/f/img", "/r/img"], "compressed") == [
+        ("front/image/compressed", "/f/img/compressed"), ("rear/image/compressed", "/r/img/compressed")]
+    with pytest.raises(ValueError, match="one per camera"):
+        node_remappings(["front", "rear"], ["/f/img"])
+
+
+def test_empty_launch_arguments_leave_the_params_file_alone():
+    assert node_parameter_overrides() == {"use_sim_time": False}
+    assert node_parameter_overrides(model="/m", preset="tiny", vocabulary="a, b c", cameras=["x"]) == {
+        "use_sim_time": False, "model": "/m", "preset": "tiny", "vocabulary": ["a", "b c"], "cameras": ["x"]}
+
+
+def test_rviz_config_follows_namespace_and_camera():
+    text = (REPO / "config" / "ovss.rviz").read_text()
+    moved = yaml.safe_load(rviz_config(text, "/robot", "front", "/front/color/image_raw"))
+    topics = [d["Topic"]["Value"] for d in moved["Visualization Manager"]["Displays"]]
+    assert topics == ["/front/color/image_raw", "/robot/front/segmentation/overlay",
+                      "/robot/front/segmentation/labels"]
+    same = yaml.safe_load(rviz_config(text))
+    assert [d["Topic"]["Value"] for d in same["Visualization Manager"]["Displays"]] == [
+        "/image", "/segmentation/overlay", "/segmentation/labels"]
+
+
+def test_launch_file_declares_the_documented_arguments():
+    tree = ast.parse((REPO / "launch" / "ovss.launch.py").read_text())
+    args = next(n for n in ast.walk(tree) if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "ARGS")
+    names = {elt.elts[0].value for elt in args.value.elts}
+    assert {"image_topics", "params_file", "namespace", "model", "device", "preset", "rviz"} <= names
+
+
+def test_params_files_are_valid_ros_parameter_files():
+    for path in (REPO / "config").glob("*.yaml"):
+        data = yaml.safe_load(path.read_text())
+        assert "ros__parameters" in data["/**"], path
