@@ -10,17 +10,22 @@ import torch.nn.functional as F
 EPS = 1e-12
 
 
+def _normalised(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel min-max of [C, ...] (flattened) and whether each channel varies at all."""
+    flat = maps.flatten(1)
+    lo, hi = flat.min(dim=1).values, flat.max(dim=1).values
+    span = hi - lo
+    return (flat - lo[:, None]) / span.clamp(min=EPS)[:, None], span > EPS
+
+
 def threshold_maps(maps: torch.Tensor, threshold: float) -> torch.Tensor:
     """Keep raw values where the per-class min-max normalised map is >= threshold ([C, ...]).
 
     A constant map (reference: 0/0 = NaN, which fails the test) keeps nothing.
     """
-    flat = maps.flatten(1)
-    lo, hi = flat.min(dim=1).values, flat.max(dim=1).values
-    span = hi - lo
-    norm = (flat - lo[:, None]) / span.clamp(min=EPS)[:, None]
-    keep = (norm >= threshold) & (span > EPS)[:, None]
-    return (flat * keep).view_as(maps)
+    norm, varies = _normalised(maps)
+    keep = (norm >= threshold) & varies[:, None]
+    return (maps.flatten(1) * keep).view_as(maps)
 
 
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -62,11 +67,8 @@ def gaussian_blur(maps: torch.Tensor, sigma: float, truncate: float = 4.0) -> to
 
 def minmax(maps: torch.Tensor) -> torch.Tensor:
     """Per-channel rescale to [0, 1]; a constant channel becomes 0 (reference: NaN)."""
-    flat = maps.flatten(1)
-    lo, hi = flat.min(dim=1).values, flat.max(dim=1).values
-    span = hi - lo
-    out = (flat - lo[:, None]) / span.clamp(min=EPS)[:, None]
-    return (out * (span > EPS)[:, None]).view_as(maps)
+    norm, varies = _normalised(maps)
+    return (norm * varies[:, None]).view_as(maps)
 
 
 def dense_crf(soft: np.ndarray, rgb: np.ndarray, iterations: int, gauss_sxy: float, gauss_compat: float,
