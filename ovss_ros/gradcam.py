@@ -23,6 +23,33 @@ def check_head(model, head: Union[int, str]) -> None:
         raise ValueError(f"gradcam_head={head} but the cross-attention has {n} heads (0..{n - 1})")
 
 
+def share_image_projections(model) -> None:
+    """Compute cross-attention keys/values of the image tokens once per batch of captions.
+
+    Captions in a batch see the same image (`expand`ed, batch stride 0), yet each layer would project its
+    N image tokens once per caption: with 20 classes that is most of the frame's compute. These hooks run the
+    projection on one copy and broadcast the result: the same numbers, C times fewer multiplications.
+    Installed once per model; state_dict and outputs are unchanged.
+    """
+    if getattr(model, "_ovss_shared_projections", False):
+        return
+
+    def before(module, args):
+        x = args[0]
+        module._ovss_batch = x.shape[0] if x.dim() == 3 and x.shape[0] > 1 and x.stride(0) == 0 else None
+        return (x[:1],) + tuple(args[1:]) if module._ovss_batch else None
+
+    def after(module, _args, out):
+        return out.expand(module._ovss_batch, *out.shape[1:]) if module._ovss_batch else None
+
+    for layer in model.text_encoder.encoder.layer:
+        cross = getattr(layer, "crossattention", None)
+        for proj in (cross.self.key, cross.self.value) if cross is not None else ():
+            proj.register_forward_pre_hook(before)
+            proj.register_forward_hook(after)
+    model._ovss_shared_projections = True
+
+
 def itm_forward(model, prompts: PromptBatch, image_embeds: torch.Tensor, output_attentions: bool):
     """Text encoder over image tokens, then the ITM head on the first ([ENC]) position.
 

@@ -39,6 +39,7 @@ class Segmenter:
         self.loaded = loaded
         self.model = loaded.model
         self.device = loaded.device
+        gradcam.share_image_projections(self.model)
         self._enc_id = enc_token_id(loaded.tokenizer, self.model.config.text_config.vocab_size)
         self._vocab: tuple[str, ...] = ()
         self._presence_prompts: Optional[PromptBatch] = None

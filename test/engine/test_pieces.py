@@ -113,3 +113,24 @@ def test_enc_token_falls_back_to_blip_convention(tiny_loaded):
         def convert_tokens_to_ids(self, _):
             return 1
     assert enc_token_id(NoEnc(), 30524) == 30523
+
+
+def test_shared_image_projections_change_nothing_but_the_work():
+    from ovss_ros import gradcam
+    from ovss_ros.tiny_model import build_blip
+
+    model, processor = build_blip(["dog", "cat", "tree"], seed=3)
+    prompts = build_prompts(processor.tokenizer, ["dog", "cat", "tree"], "a picture of {}", True, True, 6)
+    embeds = torch.randn(1, 145, model.config.vision_config.hidden_size)
+    before = gradcam.token_gradcam(model, prompts, embeds, [0, 1, 2], "mean")
+    logits_before, _ = gradcam.itm_forward(model, prompts, embeds, False)
+    gradcam.share_image_projections(model)
+    seen = []
+    key = model.text_encoder.encoder.layer[0].crossattention.self.key
+    handle = key.register_forward_hook(lambda m, args, out: seen.append((args[0].shape[0], out.shape[0])))
+    after = gradcam.token_gradcam(model, prompts, embeds, [0, 1, 2], "mean")
+    logits_after, _ = gradcam.itm_forward(model, prompts, embeds, False)
+    handle.remove()
+    assert seen and all(s == (1, 3) for s in seen)        # projected once, broadcast to the 3 captions
+    torch.testing.assert_close(after, before, atol=1e-7, rtol=1e-5)
+    torch.testing.assert_close(logits_after, logits_before, atol=1e-6, rtol=1e-5)
