@@ -19,6 +19,7 @@ setup(
         "pillow",
         "opencv-python-headless",
         "pydensecrf2",
+        "tqdm",
     ],
     extras_require={"bags": ["rosbags", "rosbags-image"], "test": ["pytest"]},
     entry_points={
@@ -27,6 +28,9 @@ setup(
             "ovss-node = ovss_ros.ros.node:main",
             "ovss-bag-play = ovss_ros.ros.bag_play:main",
             "ovss-bag-segment = ovss_ros.ros.bag_segment:main",
+            "ovss-eval = ovss_ros.evaluation.cli:main",
+            "ovss-train-toy = ovss_ros.toy_world.train:main",
+            "ovss-toy-bag = ovss_ros.toy_world.bag:main",
         ],
     },
 )

@@ -1,0 +1,1 @@
+"""Scoring segmentations: confusion matrices, mIoU under two protocols, dataset readers, `ovss-eval`."""

@@ -1,0 +1,266 @@
+"""Readers for the toy world and the standard layouts of five benchmarks, plus the two scoring protocols.
+
+Every reader yields `Sample`s whose ground truth is in the segmenter's label space: 0 = background /
+unlabelled / "other", k = class_names[k - 1], 255 = void (VOC boundaries). `to_protocol` then maps ground
+truth and prediction to the scored classes:
+
+- "standard" (mmseg practice): void ignored; on datasets without a background class (Pascal Context 59,
+  ADE20K, COCO-Stuff) pixel 0 is ignored too and a predicted background is a miss.
+- "reference" (PnP-OVSS code, spec section 7): background is always class 0 and scored; void and
+  "unlabelled" pixels count as background.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+from PIL import Image
+
+from . import class_names as cn
+
+VOID = 255
+PROTOCOLS = ("standard", "reference")
+
+
+@dataclass
+class Sample:
+    name: str
+    rgb: np.ndarray      # H x W x 3 uint8
+    gt: np.ndarray       # H x W uint8/uint16, segmenter label space (see module doc)
+
+
+class Dataset:
+    name = "dataset"
+    class_names: tuple = ()
+    background_is_class = False     # in the standard protocol
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[Sample]:
+        for item in self.items:
+            yield self.load(item)
+
+    def limit(self, n: Optional[int]) -> "Dataset":
+        if n is not None:
+            self.items = self.items[:n]
+        return self
+
+
+def to_protocol(gt: np.ndarray, pred: np.ndarray, n_fg: int, protocol: str, background_is_class: bool):
+    """(gt, pred, n_classes, background scored?) in the protocol's class indices; VOID = ignored."""
+    gt = gt.astype(np.int64)
+    pred = pred.astype(np.int64)
+    if protocol == "reference":
+        return np.where((gt == VOID) | (gt > n_fg), 0, gt), pred, n_fg + 1, True
+    if protocol != "standard":
+        raise ValueError(f"protocol must be one of {PROTOCOLS}")
+    if background_is_class:
+        return gt, pred, n_fg + 1, True
+    gt = np.where((gt == 0) | (gt == VOID) | (gt > n_fg), VOID, gt - 1)
+    return gt, pred - 1, n_fg, False     # predicted background becomes -1: a miss, nobody's false positive
+
+
+def scored_names(class_names, background_scored: bool) -> list[str]:
+    return (["background"] if background_scored else []) + list(class_names)
+
+
+def _rgb(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def _index_png(path: Path) -> np.ndarray:
+    """Label PNG as stored indices (palette PNGs are read as indices, not colours)."""
+    img = Image.open(path)
+    if img.mode not in ("P", "L", "I", "I;16"):
+        raise ValueError(f"{path}: expected a single-channel or palette label PNG, got mode {img.mode}")
+    return np.asarray(img)
+
+
+def _split_ids(root: Path, split_file: Path, image_dir: Path) -> list[str]:
+    if split_file.is_file():
+        return [ln.strip() for ln in split_file.read_text().splitlines() if ln.strip()]
+    return sorted(p.stem for p in image_dir.glob("*.jpg"))
+
+
+def _need(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    return path
+
+
+class ToyWorld(Dataset):
+    """Held-out toy-world scenes (seeds never used in training)."""
+    name = "toy"
+    background_is_class = True
+
+    def __init__(self, n: int = 200, world: str = "pattern", start: int = 0):
+        from ..toy_world.world import class_names, scene_seed
+        self.world = world
+        self.class_names = class_names(world)
+        self.items = [scene_seed("heldout", i) for i in range(start, start + n)]
+
+    def load(self, seed: int) -> Sample:
+        from ..toy_world.world import make_scene
+        s = make_scene(seed, self.world)
+        return Sample(f"toy_{seed}", s.rgb, s.labels)
+
+
+class PascalVOC(Dataset):
+    """root = VOCdevkit/VOC2012: JPEGImages/, SegmentationClass/ (palette PNG, 255 = void), ImageSets/Segmentation/."""
+    name = "voc"
+    class_names = cn.VOC
+    background_is_class = True
+
+    def __init__(self, root, split: str = "val"):
+        self.root = _need(Path(root), "Pascal VOC root")
+        self.items = _split_ids(self.root, self.root / "ImageSets/Segmentation" / f"{split}.txt",
+                                self.root / "JPEGImages")
+
+    def load(self, item: str) -> Sample:
+        gt = _index_png(self.root / "SegmentationClass" / f"{item}.png")
+        return Sample(item, _rgb(self.root / "JPEGImages" / f"{item}.jpg"), gt.astype(np.uint8))
+
+
+class PascalContext59(Dataset):
+    """root = VOCdevkit/VOC2010 (mmseg layout): JPEGImages/, SegmentationClassContext/ (0 = background,
+    1..59), ImageSets/SegmentationContext/."""
+    name = "context59"
+    class_names = cn.CONTEXT59
+
+    def __init__(self, root, split: str = "val"):
+        self.root = _need(Path(root), "Pascal Context root")
+        self.items = _split_ids(self.root, self.root / "ImageSets/SegmentationContext" / f"{split}.txt",
+                                self.root / "JPEGImages")
+
+    def load(self, item: str) -> Sample:
+        gt = _index_png(self.root / "SegmentationClassContext" / f"{item}.png")
+        return Sample(item, _rgb(self.root / "JPEGImages" / f"{item}.jpg"), gt.astype(np.uint8))
+
+
+class ADE20K(Dataset):
+    """root = ADEChallengeData2016: images/validation/*.jpg, annotations/validation/*.png (0 = other, 1..150)."""
+    name = "ade20k"
+    class_names = cn.ADE20K
+
+    def __init__(self, root, split: str = "validation"):
+        self.root = _need(Path(root), "ADE20K root")
+        self.split = split
+        self.items = sorted(p.stem for p in _need(self.root / "images" / split, "ADE20K images").glob("*.jpg"))
+
+    def load(self, item: str) -> Sample:
+        gt = _index_png(self.root / "annotations" / self.split / f"{item}.png")
+        return Sample(item, _rgb(self.root / "images" / self.split / f"{item}.jpg"), gt.astype(np.uint8))
+
+
+class COCOStuff(Dataset):
+    """root = coco_stuff164k: images/val2017/*.jpg and annotations/val2017/ holding either mmseg's
+    *_labelTrainIds.png (0..170, 255 = unlabelled) or raw stuffthingmaps *.png (COCO id - 1, 255 = unlabelled)."""
+    name = "coco-stuff"
+    class_names = cn.COCO_STUFF
+
+    def __init__(self, root, split: str = "val2017"):
+        self.root = _need(Path(root), "COCO-Stuff root")
+        self.split = split
+        self.items = sorted(p.stem for p in _need(self.root / "images" / split, "COCO-Stuff images").glob("*.jpg"))
+        raw = np.full(256, 0, np.uint8)          # raw value (COCO id - 1) -> segmenter label
+        for k, cid in enumerate(cn.COCO_STUFF_IDS):
+            raw[cid - 1] = k + 1
+        self._raw_lut = raw
+
+    def load(self, item: str) -> Sample:
+        ann = self.root / "annotations" / self.split
+        train_ids = ann / f"{item}_labelTrainIds.png"
+        if train_ids.is_file():
+            t = _index_png(train_ids).astype(np.int64)
+            gt = np.where(t < len(cn.COCO_STUFF), t + 1, 0).astype(np.uint8)
+        else:
+            gt = self._raw_lut[_index_png(_need(ann / f"{item}.png", "COCO-Stuff label")).astype(np.uint8)]
+        return Sample(item, _rgb(self.root / "images" / self.split / f"{item}.jpg"), gt)
+
+
+class COCOObject(Dataset):
+    """root = coco: val2017/*.jpg, annotations/instances_val2017.json. Masks are painted from the instance
+    annotations (polygons or RLE, crowds included), the first annotation winning on overlap (as the
+    reference does); 0 = no object."""
+    name = "coco-object"
+    background_is_class = True
+
+    def __init__(self, root, split: str = "val2017"):
+        self.root = _need(Path(root), "COCO root")
+        self.split = split
+        data = json.loads(_need(self.root / "annotations" / f"instances_{split}.json", "COCO instances").read_text())
+        cats = sorted(data["categories"], key=lambda c: c["id"])
+        self.class_names = tuple(c["name"] for c in cats)
+        self._label = {c["id"]: k + 1 for k, c in enumerate(cats)}
+        self._anns: dict[int, list] = {}
+        for a in data["annotations"]:
+            self._anns.setdefault(a["image_id"], []).append(a)
+        self.items = sorted(data["images"], key=lambda im: im["id"])
+
+    def load(self, item: dict) -> Sample:
+        h, w = item["height"], item["width"]
+        gt = np.zeros((h, w), np.uint8)
+        for a in reversed(self._anns.get(item["id"], [])):    # paint last first: the first annotation wins
+            m = segmentation_mask(a["segmentation"], h, w)
+            gt[m] = self._label[a["category_id"]]
+        return Sample(Path(item["file_name"]).stem, _rgb(self.root / self.split / item["file_name"]), gt)
+
+
+def segmentation_mask(seg, h: int, w: int) -> np.ndarray:
+    """COCO segmentation (polygon list, uncompressed or compressed RLE) -> bool mask."""
+    import cv2
+
+    if isinstance(seg, list):
+        m = np.zeros((h, w), np.uint8)
+        polys = [np.round(np.asarray(p, np.float64).reshape(-1, 2)).astype(np.int32) for p in seg if len(p) >= 6]
+        if polys:
+            cv2.fillPoly(m, polys, 1)
+        return m.astype(bool)
+    counts = seg["counts"]
+    if isinstance(counts, str):
+        counts = rle_string_to_counts(counts)
+    flat = np.zeros(h * w, bool)
+    pos, val = 0, False
+    for c in counts:
+        flat[pos:pos + c] = val
+        pos += c
+        val = not val
+    return flat.reshape(w, h).T       # RLE runs are column-major
+
+
+def rle_string_to_counts(s: str) -> list[int]:
+    """Decode pycocotools' compressed RLE string (6-bit chunks, deltas from the count two back)."""
+    counts: list[int] = []
+    p = 0
+    while p < len(s):
+        x, k, more = 0, 0, True
+        while more:
+            c = ord(s[p]) - 48
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and (c & 0x10):
+                x |= -1 << (5 * k)
+        if len(counts) > 2:
+            x += counts[-2]
+        counts.append(x)
+    return counts
+
+
+READERS = {"toy": ToyWorld, "voc": PascalVOC, "context59": PascalContext59, "coco-object": COCOObject,
+           "coco-stuff": COCOStuff, "ade20k": ADE20K}
+
+
+def open_dataset(name: str, root: Optional[str] = None, **kwargs) -> Dataset:
+    if name not in READERS:
+        raise ValueError(f"unknown dataset {name!r}: expected one of {sorted(READERS)}")
+    if name == "toy":
+        return ToyWorld(**kwargs)
+    if root is None:
+        raise ValueError(f"dataset {name!r} needs --root (its folder in the standard layout)")
+    return READERS[name](root, **kwargs)
