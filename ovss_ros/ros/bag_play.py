@@ -33,6 +33,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="where to expect labels for a played topic (default: <namespace>/segmentation/labels)")
     ap.add_argument("--wait-timeout", type=float, default=10.0, help="seconds to wait for labels per frame")
     ap.add_argument("--clock", action="store_true", help="publish /clock from bag time (for use_sim_time)")
+    ap.add_argument("--wait-subscribers", type=float, default=10.0, metavar="SECONDS",
+                    help="before playing, wait up to this long until every played topic has a subscriber")
     ap.add_argument("--loop", action="store_true", help="start over at the end")
     ap.add_argument("--reliable", action="store_true", help="publish reliable (default best effort, like a camera)")
     return ap.parse_args(argv)
@@ -102,7 +104,9 @@ def main(argv=None) -> int:
                     labels_of[c.id] = given.get(played, f"{output_namespace(played)}/segmentation/labels")
                 waiter = LabelWaiter(node, sorted(set(labels_of.values())))
             spinner.start()
-            time.sleep(0.5)   # let discovery match the subscribers before the first frame
+            deadline = time.monotonic() + args.wait_subscribers   # frames sent before matching would be lost
+            while time.monotonic() < deadline and not all(p.get_subscription_count() for p in pubs.values()):
+                time.sleep(0.05)
             while True:
                 start_wall, start_bag = time.monotonic(), None
                 for conn, stamp, raw in reader.messages(connections=conns):
@@ -126,6 +130,8 @@ def main(argv=None) -> int:
         pass
     finally:
         executor.shutdown()
+        if spinner.is_alive():
+            spinner.join(5)   # tearing down rclpy under a spinning thread aborts the process
         node.destroy_node()
         rclpy.try_shutdown()
     extra = f", {answered} answered by the node" if args.as_fast_as_processed else ""

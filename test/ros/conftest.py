@@ -40,11 +40,13 @@ class Collector:
 
     def __init__(self) -> None:
         self.msgs: list = []
+        self.times: list = []      # monotonic arrival time of each message
         self.cond = threading.Condition()
 
     def __call__(self, msg) -> None:
         with self.cond:
             self.msgs.append(msg)
+            self.times.append(time.monotonic())
             self.cond.notify_all()
 
     def wait_for(self, predicate, timeout: float = 20.0):
@@ -62,6 +64,7 @@ class Collector:
     def clear(self) -> None:
         with self.cond:
             self.msgs.clear()
+            self.times.clear()
 
 
 class Probe:

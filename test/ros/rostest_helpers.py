@@ -64,3 +64,32 @@ def to_array(msg) -> np.ndarray:
 
 def diagnostic_values(status) -> dict:
     return {kv.key: kv.value for kv in status.values}
+
+
+T0 = 1_700_000_000 * 10**9   # bag time of the first frame written by write_bag
+
+
+def write_bag(path, storage, frames=4, period_ns=10**8, image_topic="/cam/image_raw"):
+    """Raw frames on image_topic, PNG frames on /cam2/image/compressed, and a String topic."""
+    import cv2
+    from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import CompressedImage
+    from std_msgs.msg import String
+
+    from ovss_ros.ros.bag_io import open_writer, typestore
+
+    store = typestore()
+    with open_writer(str(path), storage) as w:
+        img = w.add_connection(image_topic, "sensor_msgs/msg/Image", typestore=store)
+        comp = w.add_connection("/cam2/image/compressed", "sensor_msgs/msg/CompressedImage", typestore=store)
+        note = w.add_connection("/notes", "std_msgs/msg/String", typestore=store)
+        for i in range(frames):
+            t = T0 + i * period_ns
+            msg = image_msg(scene(36, 48, seed=i), "rgb8", 0, "cam_frame")
+            msg.header.stamp = stamp(t // 10**9, t % 10**9)
+            w.write(img, t, serialize_message(msg))
+            if i % 2 == 0:
+                c = CompressedImage(format="png", data=cv2.imencode(".png", scene(20, 30, seed=i)[:, :, ::-1])[1].tobytes())
+                c.header.stamp, c.header.frame_id = msg.header.stamp, "cam2_frame"
+                w.write(comp, t + 1, serialize_message(c))
+                w.write(note, t + 2, serialize_message(String(data=f"note {i}")))
