@@ -2,20 +2,17 @@
 check every frame; play a bag at a scaled recorded rate."""
 import subprocess
 import sys
-import time
 
-import cv2
 import numpy as np
 import pytest
-from rclpy.serialization import deserialize_message, serialize_message
+from rclpy.serialization import deserialize_message
 from rosbags.rosbag2 import Reader
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import String
 
 from ovss_ros.msg import ClassMap, SegmentationMasks
 from ovss_ros.ros.bag_io import STORAGE
 from ovss_ros.ros.image_codec import compressed_to_rgb, image_to_rgb
-from rostest_helpers import T0, image_msg, scene, stamp, to_array, write_bag
+from rostest_helpers import T0, to_array, write_bag
 
 VOCAB = ["red circle", "dog", "blue square"]
 

@@ -4,7 +4,6 @@ failure: non-zero exit (autostart) or a failed transition (managed) with a messa
 import itertools
 
 import cv2
-import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState

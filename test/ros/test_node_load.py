@@ -9,7 +9,7 @@ from rcl_interfaces.srv import GetParameters
 from sensor_msgs.msg import Image
 
 from ovss_ros.ros import qos
-from rostest_helpers import diagnostic_values, image_msg, scene, stamp, wait_until
+from rostest_helpers import diagnostic_values, image_msg, scene, stamp
 
 NS = "/ovss_load"
 DELAY = 0.25

@@ -15,7 +15,7 @@ from ovss_ros.msg import ClassMap, SegmentationMasks
 from ovss_ros.ros import qos
 from ovss_ros.srv import SetVocabulary
 from ovss_ros.visualize import class_color, overlay
-from rostest_helpers import T0, diagnostic_values, image_msg, raw_image, scene, to_array, wait_until, write_bag
+from rostest_helpers import T0, diagnostic_values, image_msg, raw_image, scene, to_array, write_bag
 
 NS = "/ovss_topics"
 FIRST_VOCAB = ["red circle", "dog"]
@@ -260,6 +260,27 @@ def test_text_prepared_once_per_vocabulary_change_and_diagnostics(rig):
     cam = diagnostic_values(next(s for s in arr.status if s.name == f"{NS}/ovss_node: camera '(default)'"))
     assert int(cam["processed"]) >= 10 and int(cam["bad"]) >= len(BAD)
 
+
+def test_runtime_parameter_changes_apply_or_are_refused_with_reason(rig):
+    bad = rig.set_params(**{"engine.dropout_rounds": 0})[0]
+    assert not bad.successful and "dropout_rounds" in bad.reason
+    bad = rig.set_params(**{"engine.background": "sometimes"})[0]
+    assert not bad.successful and "background" in bad.reason
+    bad = rig.set_params(model="/elsewhere")[0]
+    assert not bad.successful and "configure" in bad.reason
+    bad = rig.set_params(preset="paper")[0]
+    assert not bad.successful
+    assert rig.set_params(**{"engine.dropout_rounds": 2, "publish_overlay": False})[0].successful
+    try:
+        sec = next(SECONDS)
+        assert rig.send(image_msg(scene(), "rgb8", sec), reliable=True) is not None
+        assert rig.by_stamp(rig.class_map, sec) is not None     # published after the overlay would have been
+        assert rig.overlay.wait_for(lambda m: m.header.stamp.sec == sec, 0.5) is None
+    finally:
+        assert all(r.successful for r in rig.set_params(**{"engine.dropout_rounds": 1, "publish_overlay": True}))
+    sec = next(SECONDS)
+    assert rig.send(image_msg(scene(), "rgb8", sec), reliable=True) is not None
+    assert rig.by_stamp(rig.overlay, sec) is not None
 
 def test_bag_play_as_fast_as_processed(rig, tmp_path):
     import subprocess
