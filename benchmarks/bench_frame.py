@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import statistics
 import time
@@ -56,10 +57,16 @@ def load(arch: str, device: torch.device) -> LoadedModel:
                        device, f"random BLIP-{arch}")
 
 
-def time_frames(seg: Segmenter, img: np.ndarray, reps: int) -> dict:
-    seg.segment(img)                                   # warm-up: allocator, kernels, prompt cache
-    runs = [seg.segment(img).timings for _ in range(reps)]
-    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+def time_frames(segs: dict, img: np.ndarray, reps: int) -> dict:
+    """Median stage timings per segmenter. Frames alternate between the segmenters so that whatever else
+    loads the machine weighs on each alike (the ratio is the figure to trust on a shared machine)."""
+    for seg in segs.values():
+        seg.segment(img)                               # warm-up: allocator, kernels, prompt cache
+    runs = {name: [] for name in segs}
+    for _ in range(reps):
+        for name, seg in segs.items():
+            runs[name].append(seg.segment(img).timings)
+    return {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
 
 
 def main() -> None:
@@ -78,7 +85,7 @@ def main() -> None:
     w, h = (int(v) for v in args.size.split("x"))
     img = frame(h, w)
     result = {
-        "what": "one frame, median of --reps after one warm-up; presence by ITM with threshold 0 (all classes kept)",
+        "what": "one frame, median of --reps after one warm-up, presets interleaved frame by frame; presence by ITM with threshold 0 (all classes kept)",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})",
         "torch": torch.__version__, "threads": torch.get_num_threads(), "frame": [w, h], "reps": args.reps,
@@ -89,23 +96,25 @@ def main() -> None:
         loaded = load(arch, device)
         for n in args.classes:
             vocab = CLASSES[:n]
-            row = {"arch": arch, "classes": n}
+            segs = {}
             for preset in ("paper", "realtime"):
-                seg = Segmenter(loaded, make_config(preset, presence_threshold=0.0))
-                seg.set_vocabulary(vocab)
-                row[preset] = time_frames(seg, img, args.reps)
+                segs[preset] = Segmenter(loaded, make_config(preset, presence_threshold=0.0))
+                segs[preset].set_vocabulary(vocab)
+            row = {"arch": arch, "classes": n, **time_frames(segs, img, args.reps),
+                   "load_average_1min": os.getloadavg()[0]}
             row["realtime_over_paper"] = row["realtime"]["total"] / row["paper"]["total"]
             result["rows"].append(row)
             print(f"[bench] BLIP-{arch:5s} {n:2d} classes: paper {row['paper']['total'] * 1e3:8.0f} ms   "
                   f"realtime {row['realtime']['total'] * 1e3:7.0f} ms   realtime/paper {row['realtime_over_paper']:.3f}",
                   flush=True)
         if arch == args.ablate:
+            segs = {}
             for name, change in ABLATIONS.items():
                 cfg = make_config("realtime", presence_threshold=0.0) if change is None else \
                     make_config("paper", presence_threshold=0.0, **change)
-                seg = Segmenter(loaded, cfg)
-                seg.set_vocabulary(CLASSES[:args.ablate_classes])
-                t = time_frames(seg, img, args.reps)
+                segs[name] = Segmenter(loaded, cfg)
+                segs[name].set_vocabulary(CLASSES[:args.ablate_classes])
+            for name, t in time_frames(segs, img, args.reps).items():
                 result["ablations"].append({"arch": arch, "classes": args.ablate_classes, "change": name, **t})
                 stages = "  ".join(f"{k} {v * 1e3:.0f}" for k, v in t.items() if k != "total")
                 print(f"[bench]   ablation {name:20s} {t['total'] * 1e3:8.0f} ms   ({stages})", flush=True)
