@@ -108,7 +108,7 @@ class OvssNode(LifecycleNode):
                                             local_files_only=True if self.p("local_files_only") else None,
                                             **self._engine_overrides())
         except (ModelLoadError, ValueError, OSError, RuntimeError) as exc:
-            self.load_error = f"{exc}. {LOAD_HELP}"
+            self.load_error = f"{str(exc).rstrip('. ')}. {LOAD_HELP}"
             self.get_logger().error(f"model load failed: {self.load_error}")
             return False
         self.load_error = None
@@ -365,11 +365,11 @@ def main(argv=None) -> int:
     try:
         if node.p("autostart"):
             if node.trigger_configure() != SUCCESS:
-                print(f"ovss_node: cannot start: {node.load_error or 'configure failed (see the log)'}",
+                print(f"ovss_node: cannot start, exiting with status 1 (reason logged above). {LOAD_HELP}",
                       file=sys.stderr)
                 code = 1
             elif node.trigger_activate() != SUCCESS:
-                print(f"ovss_node: cannot activate: {node.load_error or 'see the log'}", file=sys.stderr)
+                print("ovss_node: cannot activate, exiting with status 1 (reason logged above)", file=sys.stderr)
                 code = 1
         if code == 0:
             executor.spin()

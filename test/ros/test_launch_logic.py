@@ -1,6 +1,7 @@
 """What launch/ovss.launch.py decides (remappings, overrides, rviz topics); the launch file itself needs
 launch/launch_ros (see test_launch_file.py)."""
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,56 @@ def test_params_files_are_valid_ros_parameter_files():
     for path in (REPO / "config").glob("*.yaml"):
         data = yaml.safe_load(path.read_text())
         assert "ros__parameters" in data["/**"], path
+
+
+class _Recorder:
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+
+def _stub_launch_modules(monkeypatch):
+    """Minimal stand-ins for launch/launch_ros (absent here) that record what the launch file builds."""
+    import types
+
+    class LaunchConfiguration:
+        def __init__(self, name):
+            self.name = name
+
+        def perform(self, context):
+            return context[self.name]
+
+    mods = {name: types.ModuleType(name) for name in (
+        "launch", "launch.actions", "launch.conditions", "launch.substitutions", "launch_ros", "launch_ros.actions")}
+    mods["launch"].LaunchDescription = lambda entities: list(entities)
+    mods["launch.actions"].DeclareLaunchArgument = lambda name, default_value, description: (name, default_value)
+    mods["launch.actions"].OpaqueFunction = lambda function: function
+    mods["launch.conditions"].IfCondition = lambda value: ("if", value)
+    mods["launch.substitutions"].LaunchConfiguration = LaunchConfiguration
+    mods["launch_ros.actions"].Node = _Recorder
+    for name, mod in mods.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    import ament_index_python.packages as packages
+    monkeypatch.setattr(packages, "get_package_share_directory", lambda pkg: str(REPO))
+
+
+def test_launch_file_builds_node_and_rviz_from_arguments(monkeypatch):
+    import importlib.util
+
+    _stub_launch_modules(monkeypatch)
+    spec = importlib.util.spec_from_file_location("ovss_launch", REPO / "launch" / "ovss.launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    entities = module.generate_launch_description()
+    declared = dict(e for e in entities if isinstance(e, tuple))
+    context = {**declared, "image_topics": "/cam/image_raw", "namespace": "/robot", "vocabulary": "a, b c",
+               "rviz": "true", "preset": "tiny"}
+    node, rviz = entities[-1](context)
+    kw = node.kwargs
+    assert (kw["package"], kw["executable"], kw["namespace"]) == ("ovss_ros", "ovss_node", "/robot")
+    assert kw["parameters"][0] == str(REPO / "config" / "ovss.yaml")
+    assert kw["parameters"][1] == {"use_sim_time": False, "preset": "tiny", "vocabulary": ["a", "b c"]}
+    assert kw["remappings"] == [("image", "/cam/image_raw")]
+    assert rviz.kwargs["executable"] == "rviz2" and rviz.kwargs["condition"] == ("if", "true")
+    rviz_file = Path(rviz.kwargs["arguments"][1])
+    topics = [d["Topic"]["Value"] for d in yaml.safe_load(rviz_file.read_text())["Visualization Manager"]["Displays"]]
+    assert topics == ["/cam/image_raw", "/robot/segmentation/overlay", "/robot/segmentation/labels"]
