@@ -150,3 +150,21 @@ def test_reduced_postprocess_resolution_returns_full_size(seg):
     seg.update_config(postprocess_max_side=100)
     res = seg.segment(big)
     assert res.labels.shape == (400, 500) and res.class_maps.shape == (3, 400, 500)
+
+
+def test_paper_preset_on_salesforce_shaped_model(tmp_path, rgb):
+    """Layer 7 / head 9 and the 384 -> 336 position interpolation on a model shaped like the real checkpoints'
+    text side (12 layers x 12 heads) and patching (16 px, trained at 384), kept thin so it runs fast."""
+    from ovss_ros.model_loading import load_blip
+    from ovss_ros.tiny_model import build_blip, save_model
+
+    model, processor = build_blip(["dog", "tree", "sky"], image_size=384, patch_size=16, vision_hidden=32,
+                                  vision_layers=1, vision_heads=2, text_hidden=96, text_layers=12,
+                                  text_heads=12)
+    loaded = load_blip(str(save_model(model, processor, tmp_path)), device="cpu")
+    seg = Segmenter(loaded, make_config("paper", presence="all"))
+    assert seg.config.image_size == 336 and loaded.native_image_size == 384
+    seg.set_vocabulary(["dog", "tree", "sky"])
+    res = seg.segment(rgb)
+    assert res.labels.shape == rgb.shape[:2] and res.class_ids.tolist() == [1, 2, 3]
+    assert res.timings["vision"] > 0 and res.timings["gradcam"] > 0
