@@ -36,7 +36,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--wait-subscribers", type=float, default=10.0, metavar="SECONDS",
                     help="before playing, wait up to this long until every played topic has a subscriber")
     ap.add_argument("--loop", action="store_true", help="start over at the end")
-    ap.add_argument("--reliable", action="store_true", help="publish reliable (default best effort, like a camera)")
+    ap.add_argument("--best-effort", action="store_true",
+                    help="publish best effort (default reliable, as ros2 bag play; large best-effort frames get lost)")
     return ap.parse_args(argv)
 
 
@@ -82,8 +83,8 @@ def main(argv=None) -> int:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
-    qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE if args.reliable
-                     else ReliabilityPolicy.BEST_EFFORT)
+    qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT if args.best_effort
+                     else ReliabilityPolicy.RELIABLE)
     sent = answered = 0
     try:
         with Reader(args.bag) as reader:

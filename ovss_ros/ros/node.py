@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import traceback
 from typing import Optional
 
 import rclpy
@@ -15,13 +16,14 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.parameter import Parameter
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from diagnostic_msgs.msg import DiagnosticArray
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
 from ovss_ros.msg import ClassMap, SegmentationMasks
 from ovss_ros.srv import SetVocabulary
 
 from . import diagnostics, outputs, qos
+from .camera_inputs import RELIABILITY_MODES, CameraInputs, topic
 from .engine_state import EngineState
 from .frame_pipeline import CameraOutputs, FramePipeline
 from .params import ACTIVATE, CONFIGURE, ENGINE_PREFIX, RUNTIME, START, all_specs, engine_fields, ros_to_engine
@@ -35,12 +37,8 @@ LOAD_HELP = ("What to do: set the `model` parameter to a BLIP ITM checkpoint tha
              "exists (auto, cpu, cuda:0)")
 
 
-_CHOICES = {"input_transport": ("raw", "compressed"), "qos.input_reliability": ("best_effort", "reliable"),
+_CHOICES = {"input_transport": ("raw", "compressed"), "qos.input_reliability": RELIABILITY_MODES,
             "qos.output_reliability": ("best_effort", "reliable")}
-
-
-def topic(camera: str, name: str) -> str:
-    return f"{camera.strip('/')}/{name}" if camera.strip("/") else name
 
 
 class OvssNode(LifecycleNode):
@@ -61,7 +59,7 @@ class OvssNode(LifecycleNode):
         self._group = ReentrantCallbackGroup()
         self._camera_outputs: dict = {}
         self._camera_stats: dict = {}
-        self._subs: list = []
+        self._inputs = CameraInputs(self, self._on_frame, self._group)
         self._io: list = []              # configure-time entities: vocabulary subs, service, diagnostics
         self._frames: Optional[LatestFrames] = None
         self._worker: Optional[Worker] = None
@@ -125,7 +123,7 @@ class OvssNode(LifecycleNode):
             return body()
         except Exception as exc:   # noqa: BLE001
             self.load_error = self.load_error or f"{name} failed: {type(exc).__name__}: {exc}"
-            self.get_logger().error(f"{name} failed: {type(exc).__name__}: {exc}")
+            self.get_logger().error(f"{name} failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
             return FAILURE
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -155,7 +153,8 @@ class OvssNode(LifecycleNode):
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._io += [("publisher", self._diag_pub),
                      ("timer", self.create_timer(self.p("diagnostics_period"), self._publish_diagnostics,
-                                                 callback_group=self._group))]
+                                                 callback_group=self._group)),
+                     ("timer", self.create_timer(1.0, self._inputs.check_publishers, callback_group=self._group))]
         self._out_qos = qos.outputs(self.p("qos.output_reliability"), out_depth)
         self._frames = LatestFrames()
         pipeline = FramePipeline(self.engine, self._camera_stats, self._latency, self._outputs_for,
@@ -168,25 +167,19 @@ class OvssNode(LifecycleNode):
     def _activate(self) -> TransitionCallbackReturn:
         if self.engine.segmenter is None and not self._load_model():
             return FAILURE
-        in_qos = qos.inputs(self.p("qos.input_reliability"), self.p("qos.input_depth"))
-        if self.p("input_transport") not in ("raw", "compressed"):
-            raise ValueError(f"input_transport={self.p('input_transport')!r}: expected raw or compressed")
-        compressed = self.p("input_transport") == "compressed"
-        for cam in self.p("cameras"):
+        cameras = list(self.p("cameras"))
+        for cam in cameras:
             self._outputs_for(cam)
             self._camera_stats.setdefault(cam, CameraStats())
-            name, kind = (topic(cam, "image/compressed"), CompressedImage) if compressed else (topic(cam, "image"), Image)
-            self._subs.append(self.create_subscription(kind, name, lambda m, c=cam: self._on_frame(c, m), in_qos,
-                                                       callback_group=self._group))
+        self._inputs.open(cameras, self.p("input_transport"), self.p("qos.input_reliability"),
+                          self.p("qos.input_depth"))
         self.state = "active"
         self.get_logger().info(f"active: cameras {list(self.p('cameras'))}, input {self.p('input_transport')}")
         return SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.state = "inactive"
-        for sub in self._subs:
-            self.destroy_subscription(sub)
-        self._subs = []
+        self._inputs.close()
         if self._frames is not None:
             self._frames.clear()
         self.engine.release()   # waits for a frame in progress, then frees the (GPU) memory
@@ -203,9 +196,7 @@ class OvssNode(LifecycleNode):
         return SUCCESS
 
     def _teardown(self) -> None:
-        for sub in self._subs:
-            self.destroy_subscription(sub)
-        self._subs = []
+        self._inputs.close()
         if self._worker is not None:
             self._worker.stop()
             self._worker = None
@@ -351,7 +342,8 @@ class OvssNode(LifecycleNode):
                          "dropped": frames.dropped.get(cam, 0) if frames else 0,
                          "processed": st.processed, "stale": st.stale, "bad": st.bad,
                          "no_vocabulary": st.no_vocabulary, "input_hz": st.input_rate.rate(),
-                         "output_hz": st.output_rate.rate(), "stamp_to_output_s": st.last_age}
+                         "output_hz": st.output_rate.rate(), "stamp_to_output_s": st.last_age,
+                         "input_reliability": self._inputs.reliability().get(cam, "")}
         self._diag_pub.publish(diagnostics.build(self.get_clock().now().to_msg(), self.get_fully_qualified_name(),
                                                  self.state, engine, cams, self._latency.means()))
 

@@ -56,8 +56,9 @@ NODE_PARAMS = [
               "also publish `segmentation/class_map` with each result's header (it is always published on "
               "vocabulary change)"),
     ParamSpec("overlay_alpha", 0.5, RUNTIME, "weight of the class colours in the overlay, 0..1"),
-    ParamSpec("qos.input_reliability", "best_effort", ACTIVATE,
-              "camera subscription reliability: best_effort (sensor data, matches any publisher) or reliable"),
+    ParamSpec("qos.input_reliability", "auto", ACTIVATE,
+              "camera subscription reliability: auto (best effort = sensor data, switched to reliable while every "
+              "publisher of the topic is reliable, so frames over 512 KB survive Fast DDS), best_effort or reliable"),
     ParamSpec("qos.input_depth", 1, ACTIVATE, "camera subscription depth"),
     ParamSpec("qos.output_reliability", "reliable", CONFIGURE, "image/mask output reliability"),
     ParamSpec("qos.output_depth", 1, CONFIGURE, "image/mask output depth"),

@@ -76,7 +76,7 @@ def test_play_at_recorded_rate(tmp_path, probe):
     write_bag(tmp_path / "bag", "mcap", frames=6, period_ns=2 * 10**8, image_topic="/play/image")
     got = probe.collect(Image, "/replayed/image", qos.reliable(50))
     run = subprocess.Popen([sys.executable, "-m", "ovss_ros.ros.bag_play", str(tmp_path / "bag"), "--topics",
-                            "/play/image", "--remap", "/play/image:=/replayed/image", "--rate", "2", "--reliable"],
+                            "/play/image", "--remap", "/play/image:=/replayed/image", "--rate", "2"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out, _ = run.communicate(timeout=120)
     assert run.returncode == 0 and "6 frames published" in out, out
