@@ -19,6 +19,8 @@ WORDS = ["red", "circle", "dog", "blue", "square", "green", "triangle", "car"]
 
 # Before anything in this process touches rclpy: node processes inherit these too.
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+if os.environ.get("ROS_DISTRO") == "humble":   # Humble predates ROS_AUTOMATIC_DISCOVERY_RANGE
+    os.environ["ROS_LOCALHOST_ONLY"] = "1"
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random().randint(10, 100)))
 os.environ.setdefault("RCUTILS_LOGGING_BUFFERED_STREAM", "0")
 
