@@ -261,6 +261,25 @@ def test_text_prepared_once_per_vocabulary_change_and_diagnostics(rig):
     assert int(cam["processed"]) >= 10 and int(cam["bad"]) >= len(BAD)
 
 
+def test_more_than_254_classes_switch_labels_to_mono16(rig):
+    assert rig.set_params(**{"engine.max_classes": 300})[0].successful
+    names = [f"dog {i}" for i in range(300)]
+    try:
+        res = rig.probe.call(SetVocabulary, f"{NS}/set_vocabulary", SetVocabulary.Request(classes=names))
+        assert res.success, res.message
+        sec = next(SECONDS)
+        labels_msg = rig.send(image_msg(scene(24, 32), "rgb8", sec), reliable=True, timeout=60)
+        assert labels_msg is not None, rig.node.log()
+        assert (labels_msg.encoding, labels_msg.step, labels_msg.width) == ("mono16", 64, 32)
+        labels = to_array(labels_msg)
+        masks = rig.by_stamp(rig.masks, sec)
+        assert set(np.unique(labels)) <= {0, *masks.class_ids} and max(masks.class_ids) <= 300
+        for cid, mask in zip(masks.class_ids, masks.masks):
+            assert np.array_equal(to_array(mask), (labels == cid).astype(np.uint8) * 255)
+    finally:
+        rig.probe.call(SetVocabulary, f"{NS}/set_vocabulary", SetVocabulary.Request(classes=["red circle", "car"]))
+        rig.set_params(**{"engine.max_classes": 256})
+
 def test_runtime_parameter_changes_apply_or_are_refused_with_reason(rig):
     bad = rig.set_params(**{"engine.dropout_rounds": 0})[0]
     assert not bad.successful and "dropout_rounds" in bad.reason
