@@ -153,13 +153,19 @@ def train(out: Optional[Path], world: str = "pattern", steps: int = 1500, batch:
           warmup: int = 50, weight_decay: float = 0.05, itc_weight: float = 1.0, pos_weight: float = 2.0,
           temperature: float = 0.1, captions_per_image: Optional[int] = 6, seed: int = 0, heldout: int = 256, eval_every: int = 250,
           threads: Optional[int] = None, device: str = "cpu", log: Optional[Path] = None,
-          model_args: Optional[dict] = None, quiet: bool = False) -> dict:
+          model_args: Optional[dict] = None, quiet: bool = False, init: Optional[Path] = None) -> dict:
     if threads:
         torch.set_num_threads(threads)
     dev = torch.device(device)
     torch.manual_seed(seed)
     names = class_names(world)
-    model, processor = build_blip(vocabulary_words(world), seed=seed, **(model_args or MODEL_ARGS))
+    if init is not None:        # continue from a saved model (a second, lower-lr phase)
+        from transformers import BlipForImageTextRetrieval, BlipProcessor
+        model = BlipForImageTextRetrieval.from_pretrained(str(init), use_safetensors=True)
+        processor = BlipProcessor.from_pretrained(str(init))
+        model_args = {**MODEL_ARGS, **(model_args or {}), "init": str(init)}
+    else:
+        model, processor = build_blip(vocabulary_words(world), seed=seed, **(model_args or MODEL_ARGS))
     model.train().to(dev)
     ip = processor.image_processor
     mean, std = tuple(ip.image_mean), tuple(ip.image_std)
@@ -241,6 +247,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--log", type=Path, default=None, help="append JSON lines here")
+    ap.add_argument("--init", type=Path, default=None, help="start from this saved model instead of random")
     ap.add_argument("--vision-hidden", type=int, default=MODEL_ARGS["vision_hidden"])
     ap.add_argument("--vision-layers", type=int, default=MODEL_ARGS["vision_layers"])
     ap.add_argument("--text-hidden", type=int, default=MODEL_ARGS["text_hidden"])
@@ -249,7 +256,7 @@ def main(argv=None) -> int:
                   "text_hidden": a.text_hidden}
     r = train(a.out, a.world, a.steps, a.batch, a.lr, a.warmup, itc_weight=a.itc_weight, pos_weight=a.pos_weight,
               captions_per_image=a.captions_per_image, seed=a.seed, heldout=a.heldout, eval_every=a.eval_every, threads=a.threads, device=a.device,
-              log=a.log, model_args=model_args)
+              log=a.log, model_args=model_args, init=a.init)
     print(json.dumps({"heldout": r["heldout"], "train_seconds": r["train_seconds"], "out": str(a.out)}))
     return 0
 
