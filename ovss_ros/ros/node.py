@@ -28,7 +28,7 @@ from .engine_state import EngineState
 from .frame_pipeline import CameraOutputs, FramePipeline
 from .params import ACTIVATE, CONFIGURE, ENGINE_PREFIX, RUNTIME, START, all_specs, engine_fields, ros_to_engine
 from .stats import CameraStats, StageLatency
-from .vocabulary import VocabularyTextError, parse_vocabulary_text
+from .vocabulary import VocabularyTextError, parse_vocabulary_text, vocabulary_names
 from .worker import Frame, LatestFrames, Worker
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
@@ -49,8 +49,9 @@ class OvssNode(LifecycleNode):
                                         ParameterDescriptor(read_only=True)).value
         for spec in all_specs(preset):
             self._specs[spec.name] = spec
-            if spec.name != "preset":
-                self.declare_parameter(spec.name, spec.default, ParameterDescriptor(description=spec.description))
+            if spec.name != "preset":   # vocabulary: a string array, or one "a, b" string (launch args, YAML)
+                self.declare_parameter(spec.name, spec.default, ParameterDescriptor(
+                    description=spec.description, dynamic_typing=spec.name == "vocabulary"))
         self.engine = EngineState()
         self.state = "unconfigured"
         self.load_error: Optional[str] = None
@@ -75,6 +76,8 @@ class OvssNode(LifecycleNode):
         with self._warn_lock:
             if key in self._warned:
                 return
+            if len(self._warned) > 1000:   # distinct reasons (e.g. vocabulary texts) must not grow memory
+                self._warned.clear()
             self._warned.add(key)
         self.get_logger().warning(text)
 
@@ -139,7 +142,7 @@ class OvssNode(LifecycleNode):
     def _configure(self) -> TransitionCallbackReturn:
         if not self._load_model():
             return FAILURE
-        vocab = [n for n in self.p("vocabulary") if n.strip()]
+        vocab = vocabulary_names(self.p("vocabulary"))
         if vocab:
             self.set_vocabulary(vocab, "parameter")
         out_depth = self.p("qos.output_depth")
@@ -302,7 +305,10 @@ class OvssNode(LifecycleNode):
                 engine_changes[prm.name[len(ENGINE_PREFIX):]] = ros_to_engine(prm.name[len(ENGINE_PREFIX):],
                                                                               prm.value)
             elif prm.name == "vocabulary":
-                vocabulary = [n for n in prm.value if n.strip()]
+                try:
+                    vocabulary = vocabulary_names(prm.value)
+                except (VocabularyTextError, TypeError) as exc:
+                    return SetParametersResult(successful=False, reason=f"vocabulary: {exc}")
             changed[prm.name] = prm.value
         if engine_changes:
             error = self._apply_engine_changes(engine_changes)

@@ -43,8 +43,8 @@ NODE_PARAMS = [
               "raw: subscribe `image` (sensor_msgs/Image); compressed: subscribe `image/compressed` "
               "(sensor_msgs/CompressedImage)"),
     ParamSpec("vocabulary", [""], RUNTIME,
-              "class names (string array); same path as the `vocabulary` topic and `set_vocabulary` service; "
-              "[\"\"] or [] = none yet"),
+              "class names: string array, or one string \"a, b\" (as on the topic); same path as the `vocabulary` "
+              "topic and `set_vocabulary` service; [\"\"] = none yet"),
     ParamSpec("max_frame_age", 0.0, RUNTIME,
               "skip frames whose header stamp is older than this many seconds when the worker takes them "
               "(node clock, so use_sim_time works with bags); 0 = never skip"),

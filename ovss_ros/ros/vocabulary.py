@@ -23,3 +23,15 @@ def parse_vocabulary_text(text: str) -> list[str]:
             raise VocabularyTextError("a JSON vocabulary must be a list of strings")
         return names
     return [n for n in (p.strip() for p in re.split(r"[,;\n]", text)) if n]
+
+
+def vocabulary_names(value) -> list[str]:
+    """The `vocabulary` parameter: a string array (blank entries ignored, so [""] = none) or one string
+    in the topic's format. Anything else is a TypeError."""
+    if isinstance(value, str):
+        return parse_vocabulary_text(value)
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return [v for v in value if v.strip()]
+    if value is None:
+        return []
+    raise TypeError(f"expected a list of class names or one comma-separated string, got {value!r}")

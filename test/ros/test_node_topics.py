@@ -300,6 +300,9 @@ def test_runtime_parameter_changes_apply_or_are_refused_with_reason(rig):
     sec = next(SECONDS)
     assert rig.send(image_msg(scene(), "rgb8", sec), reliable=True) is not None
     assert rig.by_stamp(rig.overlay, sec) is not None
+    assert rig.set_params(vocabulary="dog; red circle")[0].successful   # one string, topic format
+    assert rig.class_map.wait_for(lambda m: [c.class_name for c in m.classes] == ["dog", "red circle"], 10)
+    assert not rig.set_params(vocabulary=7)[0].successful
 
 def test_bag_play_as_fast_as_processed(rig, tmp_path):
     import subprocess

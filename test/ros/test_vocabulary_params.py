@@ -8,7 +8,7 @@ from ovss_ros.config import SegmenterConfig, make_config
 from ovss_ros.prompts import VocabularyError
 from ovss_ros.ros import params
 from ovss_ros.ros.engine_state import EngineState
-from ovss_ros.ros.vocabulary import VocabularyTextError, parse_vocabulary_text
+from ovss_ros.ros.vocabulary import VocabularyTextError, parse_vocabulary_text, vocabulary_names
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "ros_node.md"
 
@@ -25,6 +25,13 @@ def test_parse_vocabulary_text(text, names):
 def test_bad_json_vocabulary_is_refused_with_reason(text):
     with pytest.raises(VocabularyTextError):
         parse_vocabulary_text(text)
+
+
+def test_vocabulary_parameter_accepts_array_or_string():
+    assert vocabulary_names([""]) == [] and vocabulary_names(["a", " ", "b c"]) == ["a", "b c"]
+    assert vocabulary_names("a, b c") == ["a", "b c"]
+    with pytest.raises(TypeError):
+        vocabulary_names([1, 2])
 
 
 class FakeSegmenter:
