@@ -69,6 +69,23 @@ def time_frames(segs: dict, img: np.ndarray, reps: int) -> dict:
     return {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
 
 
+def markdown(result: dict) -> str:
+    """The README's tables from a result JSON."""
+    ms = lambda v: f"{v * 1e3:,.0f}"
+    lines = ["| model | classes | paper ms | realtime ms | realtime / paper |", "|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| BLIP-{r['arch']} | {r['classes']} | {ms(r['paper']['total'])} | "
+                     f"{ms(r['realtime']['total'])} | {r['realtime_over_paper']:.2f} |")
+    if result["ablations"]:
+        a0 = result["ablations"][0]
+        lines += ["", f"One change at a time from the paper preset (BLIP-{a0['arch']}, {a0['classes']} classes), ms:", "",
+                  "| change | total | vision | presence | gradcam | postprocess |", "|---|---|---|---|---|---|"]
+        for a in result["ablations"]:
+            lines.append(f"| {a['change']} | {ms(a['total'])} | {ms(a['vision'])} | {ms(a['class_presence'])} | "
+                         f"{ms(a['gradcam'])} | {ms(a['postprocess'])} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", nargs="+", default=["base", "large"], choices=["tiny", "base", "large"])
@@ -79,7 +96,11 @@ def main() -> None:
     ap.add_argument("--ablate", default="base", help="architecture for the one-change-at-a-time rows ('' to skip)")
     ap.add_argument("--ablate-classes", type=int, default=5)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/frame.json"))
+    ap.add_argument("--table", type=Path, help="print the markdown tables of an existing result JSON and exit")
     args = ap.parse_args()
+    if args.table:
+        print(markdown(json.loads(args.table.read_text())))
+        return
 
     device = resolve_device(args.device)
     w, h = (int(v) for v in args.size.split("x"))
