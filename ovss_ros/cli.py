@@ -9,33 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import PRESETS
+from .config import PRESETS, parse_overrides
 from .model_loading import DEFAULT_MODEL
-
-
-def parse_value(text: str):
-    """'3' -> 3, '0.5' -> 0.5, 'none' -> None, 'true' -> True, anything else stays a string."""
-    low = text.strip().lower()
-    if low in ("none", "null"):
-        return None
-    if low in ("true", "false"):
-        return low == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
-def parse_overrides(pairs: list[str]) -> dict:
-    out = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise SystemExit(f"--set expects key=value, got {pair!r}")
-        key, value = pair.split("=", 1)
-        out[key.strip()] = parse_value(value)
-    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,8 +68,9 @@ def main(argv=None) -> int:
         classes = [ln for ln in args.vocabulary_file.read_text().splitlines() if ln.strip()]
     present = [c.strip() for c in args.present.split(",")] if args.present else None
     try:
+        overrides = parse_overrides(args.overrides)
         seg = Segmenter.from_pretrained(args.model, preset=args.preset, device=args.device, dtype=args.dtype,
-                                        **parse_overrides(args.overrides))
+                                        **overrides)
         seg.set_vocabulary(classes)
     except (ModelLoadError, VocabularyError, ValueError) as exc:
         print(f"ovss-segment: {exc}", file=sys.stderr)

@@ -119,6 +119,37 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def parse_value(text: str, current: Any = None) -> Any:
+    """Command-line text to a parameter value: '3' -> 3, '0.5' -> 0.5, 'none' -> None, 'true' -> True.
+    Where the parameter is a string (`current`), text stays text: postprocess=none means "none"."""
+    text = text.strip()
+    if isinstance(current, str):
+        return text
+    low = text.lower()
+    if low in ("none", "null"):
+        return None
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_overrides(pairs: Optional[list[str]]) -> dict[str, Any]:
+    """['dropout_rounds=2', 'postprocess=blur'] -> {'dropout_rounds': 2, 'postprocess': 'blur'}."""
+    defaults = SegmenterConfig()
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ValueError(f"expected key=value, got {pair!r}")
+        key, value = (x.strip() for x in pair.split("=", 1))
+        out[key] = parse_value(value, getattr(defaults, key, None))
+    return out
+
+
 def make_config(preset: str = "paper", **overrides: Any) -> SegmenterConfig:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}: expected one of {sorted(PRESETS)}")

@@ -134,3 +134,14 @@ def test_shared_image_projections_change_nothing_but_the_work():
     assert seen and all(s == (1, 3) for s in seen)        # projected once, broadcast to the 3 captions
     torch.testing.assert_close(after, before, atol=1e-7, rtol=1e-5)
     torch.testing.assert_close(logits_after, logits_before, atol=1e-6, rtol=1e-5)
+
+
+def test_parse_overrides_types_follow_the_parameters():
+    from ovss_ros.config import parse_overrides
+
+    got = parse_overrides(["dropout_rounds=2", "drop_fraction=0.05", "postprocess=none", "presence_top_k=none",
+                           "double_count_first_pass=false", "gradcam_layer=all", "gradcam_head = 3"])
+    assert got == {"dropout_rounds": 2, "drop_fraction": 0.05, "postprocess": "none", "presence_top_k": None,
+                   "double_count_first_pass": False, "gradcam_layer": "all", "gradcam_head": 3}
+    with pytest.raises(ValueError, match="key=value"):
+        parse_overrides(["dropout_rounds"])
