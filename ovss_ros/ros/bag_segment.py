@@ -15,7 +15,6 @@ from . import outputs
 from .bag_io import (Reader, copy_connection, detect_storage, image_connections, message_class, open_writer,
                      output_namespace, typestore)
 from .image_codec import BadFrame, compressed_to_rgb, image_to_rgb
-from .params import ros_to_engine
 from .vocabulary import parse_vocabulary_text
 
 OUTPUTS = {"labels": "sensor_msgs/msg/Image", "confidence": "sensor_msgs/msg/Image",
@@ -35,7 +34,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KNOB=VALUE",
-                    help="engine knob, as the node's engine.* parameters (repeatable), e.g. dropout_rounds=1")
+                    help="engine knob (repeatable), as for ovss-segment: dropout_rounds=1, presence_top_k=none")
     ap.add_argument("--storage", choices=["sqlite3", "mcap"], help="output format (default: the input's)")
     ap.add_argument("--bag-version", type=int, choices=[8, 9], default=9,
                     help="rosbag2 metadata version (8 for older readers)")
@@ -44,34 +43,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def _scalar(text: str):
-    low = text.strip().lower()
-    if low in ("true", "false"):
-        return low == "true"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text.strip()
-
-
-def _knob(text: str) -> tuple[str, object]:
-    if "=" not in text:
-        raise SystemExit(f"--set {text!r}: expected KNOB=VALUE")
-    key, value = (t.strip() for t in text.split("=", 1))
-    return key, ros_to_engine(key, _scalar(value))
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from ovss_ros.config import parse_overrides
     from ovss_ros.model_loading import ModelLoadError
     from ovss_ros.prompts import VocabularyError
     from ovss_ros.segmenter import Segmenter
 
     try:
         seg = Segmenter.from_pretrained(args.model, preset=args.preset, device=args.device, dtype=args.dtype,
-                                        **dict(_knob(t) for t in args.overrides))
+                                        **parse_overrides(args.overrides))
         seg.set_vocabulary(parse_vocabulary_text(args.vocabulary))
     except (ModelLoadError, VocabularyError, ValueError) as exc:
         print(f"ovss-bag-segment: {exc}", file=sys.stderr)
