@@ -76,6 +76,10 @@ def load_blip(
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype)
     is_dir = Path(name).expanduser().is_dir()
+    if not is_dir and name.startswith(("/", "./", "../", "~")):
+        raise ModelLoadError(f"cannot load model: the directory '{name}' does not exist (a local checkpoint "
+                             "folder saved with save_pretrained, or a Hugging Face id such as "
+                             f"'{DEFAULT_MODEL}', is expected)")
     if local_files_only is None:
         local_files_only = _offline()
     verbosity = hf_logging.get_verbosity()

@@ -97,3 +97,8 @@ def test_cli_writes_overlay_labels_and_summary(tiny_dir, tmp_path):
     assert np.asarray(Image.open(tmp_path / "out" / "scene_overlay.png")).shape == (50, 70, 3)
     assert main([str(sample), "--classes", "dog,dog", "--model", str(tiny_dir), "--preset", "tiny",
                  "--device", "cpu"]) == 2
+
+
+def test_missing_local_directory_says_so(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_blip(str(tmp_path / "nope"), device="cpu")
