@@ -82,7 +82,9 @@ def dense_crf(soft: np.ndarray, rgb: np.ndarray, iterations: int, gauss_sxy: flo
     crf = dcrf.DenseCRF2D(w, h, n)
     crf.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(probs)))
     crf.addPairwiseGaussian(sxy=gauss_sxy, compat=gauss_compat)
-    crf.addPairwiseBilateral(sxy=bi_sxy, srgb=bi_srgb, rgbim=np.ascontiguousarray(rgb), compat=bi_compat)
+    # pydensecrf's Cython signature needs a writable buffer; decoded frames are often read-only views
+    rgbim = np.require(rgb, dtype=np.uint8, requirements=["C", "W"])
+    crf.addPairwiseBilateral(sxy=bi_sxy, srgb=bi_srgb, rgbim=rgbim, compat=bi_compat)
     q = crf.inference(iterations)
     return np.asarray(q, dtype=np.float32).reshape(n, h, w)
 

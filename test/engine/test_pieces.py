@@ -145,3 +145,13 @@ def test_parse_overrides_types_follow_the_parameters():
                    "double_count_first_pass": False, "gradcam_layer": "all", "gradcam_head": 3}
     with pytest.raises(ValueError, match="key=value"):
         parse_overrides(["dropout_rounds"])
+
+
+def test_dense_crf_accepts_read_only_frames():
+    rgb = np.zeros((8, 10, 3), np.uint8)
+    rgb[:, 5:] = 200
+    rgb.setflags(write=False)                          # like np.frombuffer over a ROS message
+    soft = np.zeros((2, 8, 10), np.float32)
+    soft[0, :, :5] = soft[1, :, 5:] = 1
+    q = postprocess.dense_crf(soft, rgb, 5, 3, 7, 50, 5, 10)
+    assert q.argmax(0)[:, :5].max() == 0 and q.argmax(0)[:, 5:].min() == 1
