@@ -10,7 +10,8 @@ from ovss_ros.ros import params
 from ovss_ros.ros.engine_state import EngineState
 from ovss_ros.ros.vocabulary import VocabularyTextError, parse_vocabulary_text, vocabulary_names
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "ros_node.md"
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = [ROOT / "docs" / "ros_node.md", ROOT / "README.md"]
 
 
 @pytest.mark.parametrize("text,names", [
@@ -74,9 +75,10 @@ def test_ros_values_round_trip_every_engine_field_of_every_preset():
         assert all(type(v) in (bool, int, float, str) for v in ros.values())   # all ROS-typed
 
 
-def test_docs_list_every_parameter_with_its_default():
-    text = DOC.read_text()
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_docs_list_every_parameter_with_its_default(doc):
+    text = doc.read_text()
     for spec in params.all_specs("realtime"):
         row = re.search(rf"^\| `{re.escape(spec.name)}` \| ([^|]*) \|", text, re.M)
-        assert row, f"{spec.name} missing from docs/ros_node.md"
+        assert row, f"{spec.name} missing from {doc.name}"
     assert params.markdown_table("realtime") in text, "docs table out of date: regenerate with markdown_table()"
