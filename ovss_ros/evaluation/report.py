@@ -4,8 +4,6 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Optional
-
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -69,7 +67,7 @@ def summary_line(res: dict, protocol: str = "standard") -> str:
             f"presence P {fmt(p.get('precision'))} R {fmt(p.get('recall'))}  images {res.get('images', 0)}")
 
 
-def save(res: dict, out_dir: Path, stem: str = "eval", protocol: Optional[str] = "standard") -> dict:
+def save(res: dict, out_dir: Path, stem: str = "eval") -> dict:
     out_dir = Path(out_dir)
     paths = {"json": str(write_json(res, out_dir / f"{stem}.json"))}
     for p in ("standard", "reference"):

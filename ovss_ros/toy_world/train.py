@@ -1,7 +1,9 @@
-"""Train the tiny toy-world BLIP: ITM over every class of the world (so every hard negative - same colour
-other pattern, same pattern other colour, absent - is in every step) plus a multi-positive ITC loss.
+"""Train the tiny toy-world BLIP: ITM with hard negatives plus a multi-positive ITC loss.
 
-    ovss-train-toy --out ovss_ros/data/toy_blip --steps 1500 --log train.jsonl
+ITM sees 6 captions per image: every present class, then hard negatives (same colour other pattern/shape,
+same pattern/shape other colour), then absent classes (`--captions-per-image 0`: all classes).
+
+    ovss-train-toy --out ovss_ros/data/toy_blip --steps 1400 --threads 1 --log train.jsonl
 
 Seeded (model init and the scene stream), logged as JSON lines, CPU by default (a GPU if --device cuda).
 Only image-level supervision is used: no masks, no attention targets, so the localization PnP-OVSS finds
@@ -149,7 +151,7 @@ def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
     return lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
-def train(out: Optional[Path], world: str = "pattern", steps: int = 1500, batch: int = 32, lr: float = 5e-4,
+def train(out: Optional[Path], world: str = "pattern", steps: int = 1400, batch: int = 32, lr: float = 5e-4,
           warmup: int = 50, weight_decay: float = 0.05, itc_weight: float = 1.0, pos_weight: float = 2.0,
           temperature: float = 0.1, captions_per_image: Optional[int] = 6, seed: int = 0, heldout: int = 256, eval_every: int = 250,
           threads: Optional[int] = None, device: str = "cpu", log: Optional[Path] = None,
@@ -233,7 +235,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Train the tiny toy-world BLIP (ITM with hard negatives + ITC).")
     ap.add_argument("--out", type=Path, default=None, help="directory for save_pretrained (default: none)")
     ap.add_argument("--world", default="pattern", choices=["pattern", "shape"])
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--steps", type=int, default=1400)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--warmup", type=int, default=50)
