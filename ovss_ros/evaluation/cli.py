@@ -13,40 +13,10 @@ import json
 import sys
 from pathlib import Path
 
+from ..config import parse_overrides
 from .datasets import PROTOCOLS, READERS, open_dataset
 from .report import save, summary_line
 from .runner import baselines, evaluate
-
-
-def parse_value(text: str):
-    """'4' -> 4, '0.5' -> 0.5, 'none' -> None, 'true' -> True, anything else stays a string."""
-    low = text.lower()
-    if low in ("none", "null"):
-        return None
-    if low in ("true", "false"):
-        return low == "true"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
-def parse_overrides(pairs) -> dict:
-    from ..config import SegmenterConfig
-
-    defaults = SegmenterConfig()
-    out = {}
-    for p in pairs or []:
-        if "=" not in p:
-            raise SystemExit(f"--set expects key=value, got {p!r}")
-        k, v = (x.strip() for x in p.split("=", 1))
-        value = parse_value(v)
-        if value is None and isinstance(getattr(defaults, k, None), str):
-            value = v                     # e.g. postprocess=none is the string "none"
-        out[k] = value
-    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,7 +60,11 @@ def main(argv=None) -> int:
         return 2
     model = a.model or (str(MODEL_DIR) if a.dataset == "toy" else "Salesforce/blip-itm-large-flickr")
     preset = a.preset or ("tiny" if a.dataset == "toy" else "paper")
-    seg = Segmenter.from_pretrained(model, preset=preset, device=a.device, **parse_overrides(a.set))
+    try:
+        overrides = parse_overrides(a.set)
+    except ValueError as exc:
+        raise SystemExit(f"--set: {exc}") from exc
+    seg = Segmenter.from_pretrained(model, preset=preset, device=a.device, **overrides)
     protocols = PROTOCOLS if a.protocol == "both" else (a.protocol,)
     res = evaluate(seg, dataset, presence=a.presence, progress=not a.no_progress, protocols=protocols)
     res["setup"] = {"dataset": a.dataset, "root": a.root, "model": model, "preset": preset,

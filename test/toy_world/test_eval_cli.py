@@ -4,7 +4,8 @@ import json
 import numpy as np
 from PIL import Image
 
-from ovss_ros.evaluation.cli import main, parse_overrides
+from ovss_ros.config import parse_overrides
+from ovss_ros.evaluation.cli import main
 
 
 def test_toy_eval_writes_json_and_charts(tmp_path, random_toy_dir, capsys):
