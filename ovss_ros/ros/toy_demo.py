@@ -1,6 +1,6 @@
 """The demo: the real ROS 2 node segments a toy-world rosbag with the embedded toy BLIP.
 
-    python -m ovss_ros.toy_world.demo --out out/demo
+    python -m ovss_ros.ros.toy_demo --out out/demo
 
 Writes the toy bag (camera + ground truth), starts `ovss-node` (tiny preset, embedded model, offline),
 plays the bag into it with `ovss-bag-play --as-fast-as-processed`, records the node's outputs, then writes
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import MODEL_DIR
-from .bag import GT_TOPIC, IMAGE_TOPIC, _read_images, _store, write_toy_bag
-from .world import class_names
+from ..toy_world import MODEL_DIR
+from ..toy_world.bag import GT_TOPIC, IMAGE_TOPIC, _read_images, _store, write_toy_bag
+from ..toy_world.world import class_names
 
 LABELS = "/camera/segmentation/labels"
 OVERLAY = "/camera/segmentation/overlay"
