@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..toy_world import MODEL_DIR
-from ..toy_world.bag import GT_TOPIC, IMAGE_TOPIC, _read_images, _store, write_toy_bag
+from ..toy_world.bag import GT_TOPIC, IMAGE_TOPIC, read_images, typestore, write_toy_bag
 from ..toy_world.world import class_names
 
 LABELS = "/camera/segmentation/labels"
@@ -96,7 +96,7 @@ def write_output_bag(path: Path, src: Path, rec: Recorder) -> None:
     from rclpy.serialization import serialize_message
     from rosbags.rosbag2 import Reader, Writer
 
-    store = _store()
+    store = typestore()
     with Reader(src) as r, Writer(path, version=9) as w:
         conns = {c.id: w.add_connection(c.topic, c.msgtype, typestore=store) for c in r.connections}
         for c, t, raw in r.messages():
@@ -161,14 +161,14 @@ def main(argv=None) -> int:
               f"{play.stdout[-2000:]}{play.stderr[-2000:]}", file=sys.stderr)
         return 1
     write_output_bag(seg_bag, bag, rec)
-    gts = _read_images(bag, GT_TOPIC, _store())
+    gts = read_images(bag, GT_TOPIC, typestore())
     acc = Accumulator(names, background_is_class=True)
     for m in rec.msgs[LABELS]:
         if _stamp(m) in gts:
             acc.update(gts[_stamp(m)], _array(m))
     # overlays redrawn at a readable size (the node's own overlay is in the output bag at input size)
     from ..visualize import overlay
-    rgbs = _read_images(bag, IMAGE_TOPIC, _store())
+    rgbs = read_images(bag, IMAGE_TOPIC, typestore())
     frames = []
     for k, m in enumerate(sorted(rec.msgs[LABELS], key=_stamp)):
         if _stamp(m) not in rgbs:

@@ -27,7 +27,7 @@ CLASSES_TOPIC = "/toy_world/classes"
 LABELS_TOPIC = "/camera/segmentation/labels"
 
 
-def _store():
+def typestore():
     from rosbags.typesys import Stores, get_typestore
     return get_typestore(Stores.ROS2_KILTED)
 
@@ -51,7 +51,7 @@ def write_toy_bag(path, seed: int = 0, n_frames: int = 30, world: str = "pattern
     path = Path(path)
     if path.exists():
         raise FileExistsError(f"{path} exists (rosbag2 writes a new directory)")
-    store = _store()
+    store = typestore()
     frames = make_sequence(seed, n_frames, world, size)
     names = list(class_names(world))
     plugin = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}[storage]
@@ -71,7 +71,7 @@ def write_toy_bag(path, seed: int = 0, n_frames: int = 30, world: str = "pattern
     return {"frames": n_frames, "classes": names, "path": str(path)}
 
 
-def _read_images(path, topic: str, store) -> dict[int, np.ndarray]:
+def read_images(path, topic: str, store) -> dict[int, np.ndarray]:
     """header stamp (ns) -> H x W array, for a mono8/rgb8 Image topic."""
     from rosbags.rosbag2 import Reader
 
@@ -91,7 +91,7 @@ def _read_images(path, topic: str, store) -> dict[int, np.ndarray]:
 def read_classes(path) -> list[str]:
     from rosbags.rosbag2 import Reader
 
-    store = _store()
+    store = typestore()
     with Reader(path) as r:
         conns = [c for c in r.connections if c.topic == CLASSES_TOPIC]
         for conn, _t, raw in r.messages(connections=conns):
@@ -104,11 +104,11 @@ def score_bag(seg_bag, gt_bag: Optional[str] = None, labels_topic: str = LABELS_
     since ovss-bag-segment copies the input topics), frames matched by header stamp."""
     from ..evaluation.runner import Accumulator
 
-    store = _store()
+    store = typestore()
     gt_bag = gt_bag or seg_bag
     names = read_classes(gt_bag)
-    gts = _read_images(gt_bag, GT_TOPIC, store)
-    preds = _read_images(seg_bag, labels_topic, store)
+    gts = read_images(gt_bag, GT_TOPIC, store)
+    preds = read_images(seg_bag, labels_topic, store)
     acc = Accumulator(names, background_is_class=True)
     matched = 0
     for stamp, gt in sorted(gts.items()):

@@ -4,7 +4,7 @@ import pytest
 
 pytest.importorskip("rosbags")
 
-from ovss_ros.toy_world.bag import GT_TOPIC, IMAGE_TOPIC, _read_images, _store, read_classes, score_bag, write_toy_bag
+from ovss_ros.toy_world.bag import GT_TOPIC, IMAGE_TOPIC, read_images, typestore, read_classes, score_bag, write_toy_bag
 from ovss_ros.toy_world.sequence import make_sequence
 from ovss_ros.toy_world.world import class_names
 
@@ -14,9 +14,9 @@ def test_bag_round_trip_and_perfect_score(tmp_path, storage):
     path = tmp_path / "bag"
     info = write_toy_bag(path, seed=2, n_frames=4, storage=storage)
     assert info["frames"] == 4
-    store = _store()
-    rgb = _read_images(path, IMAGE_TOPIC, store)
-    gt = _read_images(path, GT_TOPIC, store)
+    store = typestore()
+    rgb = read_images(path, IMAGE_TOPIC, store)
+    gt = read_images(path, GT_TOPIC, store)
     frames = make_sequence(2, 4)
     assert sorted(rgb) == sorted(gt) and len(gt) == 4
     for (stamp, img), f in zip(sorted(rgb.items()), frames):
