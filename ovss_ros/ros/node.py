@@ -10,6 +10,7 @@ import traceback
 from typing import Optional
 
 import rclpy
+import torch
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -103,6 +104,8 @@ class OvssNode(LifecycleNode):
         from ovss_ros.model_loading import ModelLoadError
         from ovss_ros.segmenter import Segmenter
 
+        if self.p("torch_threads") > 0:
+            torch.set_num_threads(self.p("torch_threads"))
         try:
             seg = Segmenter.from_pretrained(self.p("model"), preset=self.p("preset"), device=self.p("device"),
                                             dtype=self.p("dtype"),
@@ -340,7 +343,7 @@ class OvssNode(LifecycleNode):
         engine = {"device": str(seg.device) if seg is not None else "released", "model": self._settings["model"],
                   "preset": self.p("preset"), "vocabulary_version": self.engine.version,
                   "vocabulary": ", ".join(self.engine.names), "text_preparations": self.engine.preparations,
-                  "error": self.load_error}
+                  "torch_threads": torch.get_num_threads(), "error": self.load_error}
         cams = {}
         for cam, st in list(self._camera_stats.items()):
             frames = self._frames

@@ -32,6 +32,9 @@ NODE_PARAMS = [
     ParamSpec("dtype", "float32", CONFIGURE, "model weights dtype: float32, bfloat16 or float16"),
     ParamSpec("local_files_only", False, CONFIGURE,
               "never contact the Hub (also implied by HF_HUB_OFFLINE=1)"),
+    ParamSpec("torch_threads", 0, CONFIGURE,
+              "CPU threads for torch in this process; 0 = torch's default (all cores). Lower it when other "
+              "torch processes share the CPU: two processes each using every core thrash"),
     ParamSpec("preset", "realtime", START,
               "engine preset (paper, realtime, tiny) giving the defaults of every engine.* parameter"),
     ParamSpec("autostart", True, START,

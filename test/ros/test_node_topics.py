@@ -101,7 +101,7 @@ def rig(probe, start_node):
     vocab_pub.publish(String(data=", ".join(FIRST_VOCAB)))   # before the node process exists
     r = Rig(probe, None)
     r.vocab_pub = vocab_pub
-    r.node = start_node(NS, **{"engine.presence": "all"})
+    r.node = start_node(NS, **{"engine.presence": "all", "torch_threads": 1})
     assert r.class_map.wait_for(lambda m: m.vocabulary_version >= 1, 120), r.node.log()
     yield r
     assert r.node.alive(), r.node.log()
@@ -254,7 +254,7 @@ def test_text_prepared_once_per_vocabulary_change_and_diagnostics(rig):
     assert arr is not None
     main = next(s for s in arr.status if s.name == f"{NS}/ovss_node: segmentation")
     values = diagnostic_values(main)
-    assert values["state"] == "active" and values["device"] == "cpu"
+    assert values["state"] == "active" and values["device"] == "cpu" and values["torch_threads"] == "1"
     assert int(values["text_preparations"]) == int(values["vocabulary_version"]) == rig.latest_map().vocabulary_version
     assert float(values["latency_ms.total"]) > 0 and "latency_ms.publish" in values
     cam = diagnostic_values(next(s for s in arr.status if s.name == f"{NS}/ovss_node: camera '(default)'"))
