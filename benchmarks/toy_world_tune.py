@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     ds = ToyWorld(a.n, "pattern", start=a.start)
-    from ovss_ros.evaluation.cli import parse_overrides
+    from ovss_ros.config import parse_overrides
     over = parse_overrides(a.set)
     seg = Segmenter(load_blip(a.model, device="cpu"), make_config("tiny", **over))
     base = make_config("tiny", **over)
