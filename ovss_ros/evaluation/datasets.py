@@ -80,7 +80,7 @@ def _index_png(path: Path) -> np.ndarray:
     return np.asarray(img)
 
 
-def _split_ids(root: Path, split_file: Path, image_dir: Path) -> list[str]:
+def _split_ids(split_file: Path, image_dir: Path) -> list[str]:
     if split_file.is_file():
         return [ln.strip() for ln in split_file.read_text().splitlines() if ln.strip()]
     return sorted(p.stem for p in image_dir.glob("*.jpg"))
@@ -109,36 +109,34 @@ class ToyWorld(Dataset):
         return Sample(f"toy_{seed}", s.rgb, s.labels)
 
 
-class PascalVOC(Dataset):
+class _VOCLayout(Dataset):
+    """The VOCdevkit layout shared by Pascal VOC and Pascal Context: JPEGImages/, one label-PNG folder and a
+    split-list folder under ImageSets/."""
+    labels_dir = split_dir = what = ""
+
+    def __init__(self, root, split: str = "val"):
+        self.root = _need(Path(root), f"{self.what} root")
+        self.items = _split_ids(self.root / "ImageSets" / self.split_dir / f"{split}.txt", self.root / "JPEGImages")
+
+    def load(self, item: str) -> Sample:
+        gt = _index_png(self.root / self.labels_dir / f"{item}.png")
+        return Sample(item, _rgb(self.root / "JPEGImages" / f"{item}.jpg"), gt.astype(np.uint8))
+
+
+class PascalVOC(_VOCLayout):
     """root = VOCdevkit/VOC2012: JPEGImages/, SegmentationClass/ (palette PNG, 255 = void), ImageSets/Segmentation/."""
     name = "voc"
     class_names = cn.VOC
     background_is_class = True
-
-    def __init__(self, root, split: str = "val"):
-        self.root = _need(Path(root), "Pascal VOC root")
-        self.items = _split_ids(self.root, self.root / "ImageSets/Segmentation" / f"{split}.txt",
-                                self.root / "JPEGImages")
-
-    def load(self, item: str) -> Sample:
-        gt = _index_png(self.root / "SegmentationClass" / f"{item}.png")
-        return Sample(item, _rgb(self.root / "JPEGImages" / f"{item}.jpg"), gt.astype(np.uint8))
+    labels_dir, split_dir, what = "SegmentationClass", "Segmentation", "Pascal VOC"
 
 
-class PascalContext59(Dataset):
+class PascalContext59(_VOCLayout):
     """root = VOCdevkit/VOC2010 (mmseg layout): JPEGImages/, SegmentationClassContext/ (0 = background,
     1..59), ImageSets/SegmentationContext/."""
     name = "context59"
     class_names = cn.CONTEXT59
-
-    def __init__(self, root, split: str = "val"):
-        self.root = _need(Path(root), "Pascal Context root")
-        self.items = _split_ids(self.root, self.root / "ImageSets/SegmentationContext" / f"{split}.txt",
-                                self.root / "JPEGImages")
-
-    def load(self, item: str) -> Sample:
-        gt = _index_png(self.root / "SegmentationClassContext" / f"{item}.png")
-        return Sample(item, _rgb(self.root / "JPEGImages" / f"{item}.jpg"), gt.astype(np.uint8))
+    labels_dir, split_dir, what = "SegmentationClassContext", "SegmentationContext", "Pascal Context"
 
 
 class ADE20K(Dataset):
