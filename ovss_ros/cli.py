@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     from .segmenter import Segmenter
 
     if args.classes is not None:
-        classes = [c for c in args.classes.split(",")]
+        classes = args.classes.split(",")
     else:
         classes = [ln for ln in args.vocabulary_file.read_text().splitlines() if ln.strip()]
     present = [c.strip() for c in args.present.split(",")] if args.present else None

@@ -40,10 +40,17 @@ def _to_uint8_rgb(pixels: np.ndarray, order: str) -> np.ndarray:
 
 def image_to_rgb(msg: Image, max_pixels: int = 4096 * 4096) -> np.ndarray:
     """H x W x 3 uint8 RGB from a raw Image; checks encoding, size, step and data length first."""
+    pixels = image_to_array(msg, max_pixels)          # validates the encoding first
+    return _to_uint8_rgb(pixels, ENCODINGS[msg.encoding][2])
+
+
+def image_to_array(msg: Image, max_pixels: int = 4096 * 4096) -> np.ndarray:
+    """H x W x channels pixels as the message stores them (uint8 or uint16, its channel order), row padding
+    dropped; raises BadFrame for an unsupported encoding, size, step or data length."""
     spec = ENCODINGS.get(msg.encoding)
     if spec is None:
         raise BadFrame("encoding", f"unsupported encoding {msg.encoding!r} (supported: {', '.join(ENCODINGS)})")
-    dtype, ch, order = spec
+    dtype, ch, _order = spec
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     if h == 0 or w == 0:
         raise BadFrame("size", f"image has zero size ({w} x {h})")
@@ -62,8 +69,7 @@ def image_to_rgb(msg: Image, max_pixels: int = 4096 * 4096) -> np.ndarray:
         pixels = np.ascontiguousarray(rows).view(">u2" if msg.is_bigendian else "<u2").astype(np.uint16)
     else:
         pixels = rows
-    pixels = pixels.reshape(h, w, ch)
-    return _to_uint8_rgb(pixels, order)
+    return pixels.reshape(h, w, ch)
 
 
 def compressed_to_rgb(msg, max_pixels: int = 4096 * 4096) -> np.ndarray:

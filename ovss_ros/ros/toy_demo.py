@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..toy_world import MODEL_DIR
+from .image_codec import image_to_array
 from ..toy_world.bag import GT_TOPIC, IMAGE_TOPIC, read_images, typestore, write_toy_bag
 from ..toy_world.world import class_names
 
@@ -78,13 +79,8 @@ class Recorder:
         rclpy.shutdown()
 
 
-def _array(msg) -> np.ndarray:
-    ch = 3 if msg.encoding in ("rgb8", "bgr8") else 1
-    a = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.step)[:, :msg.width * ch]
-    a = a.reshape(msg.height, msg.width, ch)
-    if msg.encoding == "bgr8":
-        a = a[..., ::-1]
-    return a[..., 0] if ch == 1 else a
+def _labels(msg) -> np.ndarray:
+    return image_to_array(msg)[..., 0]
 
 
 def _stamp(msg) -> int:
@@ -165,7 +161,7 @@ def main(argv=None) -> int:
     acc = Accumulator(names, background_is_class=True)
     for m in rec.msgs[LABELS]:
         if _stamp(m) in gts:
-            acc.update(gts[_stamp(m)], _array(m))
+            acc.update(gts[_stamp(m)], _labels(m))
     # overlays redrawn at a readable size (the node's own overlay is in the output bag at input size)
     from ..visualize import overlay
     rgbs = read_images(bag, IMAGE_TOPIC, typestore())
@@ -174,7 +170,7 @@ def main(argv=None) -> int:
         if _stamp(m) not in rgbs:
             continue
         big = lambda x: np.repeat(np.repeat(x, a.scale, 0), a.scale, 1)
-        img = Image.fromarray(np.concatenate([overlay(big(rgbs[_stamp(m)]), big(_array(m)), names),
+        img = Image.fromarray(np.concatenate([overlay(big(rgbs[_stamp(m)]), big(_labels(m)), names),
                                               overlay(big(rgbs[_stamp(m)]), big(gts[_stamp(m)]), names)], 1))
         img.save(out / f"overlay_{k:03d}.png")
         frames.append(img)
