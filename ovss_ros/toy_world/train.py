@@ -16,6 +16,7 @@ import json
 import math
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -58,6 +59,30 @@ def scenes_to_batch(scenes, mean, std, n_classes: int) -> tuple[torch.Tensor, to
     return x, y
 
 
+@contextmanager
+def grouped_image_projections(model, group: int):
+    """Inside: cross-attention keys/values of each image are projected once and shared by its `group`
+    consecutive captions (the training twin of gradcam.share_image_projections). Same numbers and
+    gradients (expand sums them back), about 40 % less compute per step."""
+    def before(module, args):
+        x = args[0]
+        return (x.view(-1, group, *x.shape[1:])[:, 0],) + tuple(args[1:])
+
+    def after(module, _args, out):
+        return out[:, None].expand(-1, group, *out.shape[1:]).reshape(-1, *out.shape[1:])
+
+    handles = []
+    for layer in model.text_encoder.encoder.layer:
+        cross = getattr(layer, "crossattention", None)
+        for proj in (cross.self.key, cross.self.value) if cross is not None else ():
+            handles += [proj.register_forward_pre_hook(before), proj.register_forward_hook(after)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def itm_logits(model, image_embeds: torch.Tensor, prompts: Prompts, pairs: Optional[torch.Tensor] = None):
     """ITM logits for (image, class) pairs: [B, K, 2] for every pair, or [B, M, 2] for the class indices
     `pairs` [B, M] chosen per image."""
@@ -68,10 +93,11 @@ def itm_logits(model, image_embeds: torch.Tensor, prompts: Prompts, pairs: Optio
     emb = image_embeds[:, None].expand(b, m, n, d).reshape(b * m, n, d)
     ids = prompts.itm_ids[cls.reshape(-1)]
     mask = prompts.mask[cls.reshape(-1)]
-    out = model.text_encoder(input_ids=ids, attention_mask=mask, encoder_hidden_states=emb,
-                             encoder_attention_mask=torch.ones(emb.shape[:2], dtype=torch.long,
-                                                               device=emb.device),
-                             return_dict=True)
+    with grouped_image_projections(model, m):
+        out = model.text_encoder(input_ids=ids, attention_mask=mask, encoder_hidden_states=emb,
+                                 encoder_attention_mask=torch.ones(emb.shape[:2], dtype=torch.long,
+                                                                   device=emb.device),
+                                 return_dict=True)
     return model.itm_head(out.last_hidden_state[:, 0]).view(b, m, 2)
 
 
@@ -253,9 +279,11 @@ def main(argv=None) -> int:
     ap.add_argument("--vision-hidden", type=int, default=MODEL_ARGS["vision_hidden"])
     ap.add_argument("--vision-layers", type=int, default=MODEL_ARGS["vision_layers"])
     ap.add_argument("--text-hidden", type=int, default=MODEL_ARGS["text_hidden"])
+    ap.add_argument("--patch-size", type=int, default=MODEL_ARGS["patch_size"],
+                    help="ViT patch in pixels: 8 gives a 12 x 12 grid at 96 px, 6 a 16 x 16 one")
     a = ap.parse_args(argv)
     model_args = {**MODEL_ARGS, "vision_hidden": a.vision_hidden, "vision_layers": a.vision_layers,
-                  "text_hidden": a.text_hidden}
+                  "text_hidden": a.text_hidden, "patch_size": a.patch_size}
     r = train(a.out, a.world, a.steps, a.batch, a.lr, a.warmup, itc_weight=a.itc_weight, pos_weight=a.pos_weight,
               captions_per_image=a.captions_per_image, seed=a.seed, heldout=a.heldout, eval_every=a.eval_every, threads=a.threads, device=a.device,
               log=a.log, model_args=model_args, init=a.init)

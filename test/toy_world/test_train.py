@@ -68,3 +68,33 @@ def test_lr_schedule_warms_up_then_decays():
     lrs = [tr.lr_at(s, 100, 1.0, 10) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert lrs[10] == pytest.approx(1.0) and lrs[-1] < 0.01 and all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+def test_grouped_image_projections_change_no_number_and_no_gradient():
+    from ovss_ros.prompts import enc_token_id
+    from ovss_ros.tiny_model import build_blip
+    from ovss_ros.toy_world.world import vocabulary_words
+
+    model, proc = build_blip(vocabulary_words("pattern"), seed=2, **SMALL)
+    names = class_names("pattern")
+    prompts = tr.class_prompts(proc.tokenizer, names, enc_token_id(proc.tokenizer, model.config.text_config.vocab_size))
+    emb = torch.randn(3, 145, SMALL["vision_hidden"], requires_grad=True)
+    pairs = torch.randint(0, len(names), (3, 5), generator=torch.Generator().manual_seed(0))
+    grouped = tr.itm_logits(model, emb, prompts, pairs)
+    # the plain way: every caption gets its own copy of its image's tokens
+    flat = emb[:, None].expand(3, 5, *emb.shape[1:]).reshape(15, *emb.shape[1:])
+    out = model.text_encoder(input_ids=prompts.itm_ids[pairs.reshape(-1)], attention_mask=prompts.mask[pairs.reshape(-1)],
+                             encoder_hidden_states=flat, encoder_attention_mask=torch.ones(flat.shape[:2], dtype=torch.long),
+                             return_dict=True)
+    plain = model.itm_head(out.last_hidden_state[:, 0]).view(3, 5, 2)
+    torch.testing.assert_close(grouped, plain)
+    params = [emb] + [p for n, p in model.named_parameters() if "crossattention.self.key" in n
+                      or "crossattention.self.value" in n]
+    g1 = torch.autograd.grad(grouped[..., 1].sum(), params, retain_graph=True)
+    g2 = torch.autograd.grad(plain[..., 1].sum(), params)
+    for a, b in zip(g1, g2):
+        assert a.abs().sum() > 0
+        torch.testing.assert_close(a, b)
+    # hooks are gone afterwards: a plain call still works with batch sizes that are no multiple of the group
+    model.text_encoder(input_ids=prompts.itm_ids[:7], attention_mask=prompts.mask[:7],
+                       encoder_hidden_states=emb[:1].expand(7, -1, -1).contiguous(), return_dict=True)
