@@ -115,10 +115,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         dropout_rounds=1,
         drop_fraction=0.05,
         # chosen on validation scenes of the toy world (benchmarks/toy_world_tune.py, docs/toy_world.md):
-        # the CRF snaps 8-px patch maps to object edges; the ITM head over-calls classes sharing a word
+        # the CRF snaps 8-px patch maps to object edges, so the threshold only clears faint patches
         postprocess="blur+crf",
-        threshold=0.3,
-        presence_threshold=0.85,
+        threshold=0.05,
+        presence_threshold=0.7,
+        crf_bilateral_sxy=25.0,
         crf_bilateral_srgb=10.0,
     ),
 }
