@@ -1,7 +1,7 @@
 """Choose the "tiny" preset's values on a validation range of held-out scenes (seeds start at --start,
 disjoint from the scenes the figures and the quality test use), one knob at a time from the current preset.
 
-    .venv/bin/python benchmarks/toy_world_tune.py --n 60 --start 5000
+    .venv/bin/python benchmarks/toy_world_tune.py --n 200 --start 5000
 """
 from __future__ import annotations
 
@@ -24,11 +24,11 @@ from ovss_ros.toy_world import MODEL_DIR  # noqa: E402
 
 GRID = {
     "presence_threshold": [0.3, 0.5, 0.7, 0.85, 0.95],
-    "threshold": [0.05, 0.15, 0.3, 0.45],
+    "threshold": [0.02, 0.05, 0.1, 0.15, 0.3],
     "postprocess": ["none", "blur", "crf", "blur+crf"],
     "blur_sigma": [0.02, 0.035, 0.05, 0.08],
     "gradcam_layer": [0, 1, 2, "all"],
-    "crf_bilateral_sxy": [10, 25, 50, 80],
+    "crf_bilateral_sxy": [15, 25, 50, 80],
     "crf_bilateral_srgb": [3, 5, 10, 20],
     "crf_bilateral_compat": [5, 10, 20],
     "crf_gaussian_compat": [3, 7, 15],
@@ -37,7 +37,7 @@ GRID = {
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=60)
+    ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--start", type=int, default=5000)
     ap.add_argument("--model", default=str(MODEL_DIR))
     ap.add_argument("--knobs", default=",".join(GRID))
