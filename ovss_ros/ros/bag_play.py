@@ -106,7 +106,10 @@ def main(argv=None) -> int:
                 waiter = LabelWaiter(node, sorted(set(labels_of.values())))
             spinner.start()
             deadline = time.monotonic() + args.wait_subscribers   # frames sent before matching would be lost
-            while time.monotonic() < deadline and not all(p.get_subscription_count() for p in pubs.values()):
+            # ...and so would labels the node publishes before our waiter has discovered its publisher
+            while time.monotonic() < deadline and not (
+                    all(p.get_subscription_count() for p in pubs.values())
+                    and all(node.count_publishers(t) for t in set(labels_of.values()))):
                 time.sleep(0.05)
             while True:
                 start_wall, start_bag = time.monotonic(), None

@@ -52,6 +52,16 @@ class Recorder:
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
 
+    def wait_for_node(self, timeout: float, alive=lambda: True) -> bool:
+        """True once the node's labels and overlay publishers are discovered: labels published before
+        that would be lost to this (volatile) recorder."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and alive():
+            if all(self.node.count_publishers(t) > 0 for t in self.msgs):
+                return True
+            time.sleep(0.05)
+        return False
+
     def _spin(self):
         import rclpy
         while not self._stop.is_set():
@@ -134,6 +144,8 @@ def main(argv=None) -> int:
          "-p", "local_files_only:=true", "-p", f"vocabulary:={json.dumps(names)}"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
+        if not rec.wait_for_node(120, alive=lambda: node.poll() is None):
+            print(f"demo: the node's outputs never appeared; see {out / 'node.log'}", file=sys.stderr)
         t0 = time.perf_counter()
         play = subprocess.run([str(bindir / "ovss-bag-play"), str(bag), "--topics", IMAGE_TOPIC,
                                "--as-fast-as-processed", "--wait-subscribers", "120", "--wait-timeout", "30"],
