@@ -139,31 +139,39 @@ class PascalContext59(_VOCLayout):
     labels_dir, split_dir, what = "SegmentationClassContext", "SegmentationContext", "Pascal Context"
 
 
-class ADE20K(Dataset):
+class _ImagesAnnotationsLayout(Dataset):
+    """The mmseg layout shared by ADE20K and COCO-Stuff: images/<split>/*.jpg beside annotations/<split>/."""
+    what = default_split = ""
+
+    def __init__(self, root, split: Optional[str] = None):
+        self.root = _need(Path(root), f"{self.what} root")
+        self.split = split or self.default_split
+        self.items = sorted(p.stem for p in _need(self.root / "images" / self.split, f"{self.what} images").glob("*.jpg"))
+
+    def _image(self, item: str) -> np.ndarray:
+        return _rgb(self.root / "images" / self.split / f"{item}.jpg")
+
+
+class ADE20K(_ImagesAnnotationsLayout):
     """root = ADEChallengeData2016: images/validation/*.jpg, annotations/validation/*.png (0 = other, 1..150)."""
     name = "ade20k"
     class_names = cn.ADE20K
-
-    def __init__(self, root, split: str = "validation"):
-        self.root = _need(Path(root), "ADE20K root")
-        self.split = split
-        self.items = sorted(p.stem for p in _need(self.root / "images" / split, "ADE20K images").glob("*.jpg"))
+    what, default_split = "ADE20K", "validation"
 
     def load(self, item: str) -> Sample:
         gt = _index_png(self.root / "annotations" / self.split / f"{item}.png")
-        return Sample(item, _rgb(self.root / "images" / self.split / f"{item}.jpg"), gt.astype(np.uint8))
+        return Sample(item, self._image(item), gt.astype(np.uint8))
 
 
-class COCOStuff(Dataset):
+class COCOStuff(_ImagesAnnotationsLayout):
     """root = coco_stuff164k: images/val2017/*.jpg and annotations/val2017/ holding either mmseg's
     *_labelTrainIds.png (0..170, 255 = unlabelled) or raw stuffthingmaps *.png (COCO id - 1, 255 = unlabelled)."""
     name = "coco-stuff"
     class_names = cn.COCO_STUFF
+    what, default_split = "COCO-Stuff", "val2017"
 
-    def __init__(self, root, split: str = "val2017"):
-        self.root = _need(Path(root), "COCO-Stuff root")
-        self.split = split
-        self.items = sorted(p.stem for p in _need(self.root / "images" / split, "COCO-Stuff images").glob("*.jpg"))
+    def __init__(self, root, split: Optional[str] = None):
+        super().__init__(root, split)
         raw = np.full(256, 0, np.uint8)          # raw value (COCO id - 1) -> segmenter label
         for k, cid in enumerate(cn.COCO_STUFF_IDS):
             raw[cid - 1] = k + 1
@@ -177,7 +185,7 @@ class COCOStuff(Dataset):
             gt = np.where(t < len(cn.COCO_STUFF), t + 1, 0).astype(np.uint8)
         else:
             gt = self._raw_lut[_index_png(_need(ann / f"{item}.png", "COCO-Stuff label")).astype(np.uint8)]
-        return Sample(item, _rgb(self.root / "images" / self.split / f"{item}.jpg"), gt)
+        return Sample(item, self._image(item), gt)
 
 
 class COCOObject(Dataset):
