@@ -42,12 +42,20 @@ def share_image_projections(model) -> None:
     def after(module, _args, out):
         return out.expand(module._ovss_batch, *out.shape[1:]) if module._ovss_batch else None
 
+    for proj in image_projections(model):
+        proj.register_forward_pre_hook(before)
+        proj.register_forward_hook(after)
+    model._ovss_shared_projections = True
+
+
+def image_projections(model):
+    """The key and value projections of every text layer's cross-attention: the only modules that see
+    the image tokens."""
     for layer in model.text_encoder.encoder.layer:
         cross = getattr(layer, "crossattention", None)
-        for proj in (cross.self.key, cross.self.value) if cross is not None else ():
-            proj.register_forward_pre_hook(before)
-            proj.register_forward_hook(after)
-    model._ovss_shared_projections = True
+        if cross is not None:
+            yield cross.self.key
+            yield cross.self.value
 
 
 def itm_forward(model, prompts: PromptBatch, image_embeds: torch.Tensor, output_attentions: bool):

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..gradcam import image_projections
 from ..image_io import preprocess
 from ..prompts import enc_token_id
 from ..tiny_model import build_blip, save_model
@@ -63,7 +64,7 @@ def scenes_to_batch(scenes, mean, std, n_classes: int) -> tuple[torch.Tensor, to
 def grouped_image_projections(model, group: int):
     """Inside: cross-attention keys/values of each image are projected once and shared by its `group`
     consecutive captions (the training twin of gradcam.share_image_projections). Same numbers and
-    gradients (expand sums them back), about 40 % less compute per step."""
+    gradients (expand sums them back); a step took 0.50 s instead of 0.58 on 2 cores."""
     def before(module, args):
         x = args[0]
         return (x.view(-1, group, *x.shape[1:])[:, 0],) + tuple(args[1:])
@@ -72,10 +73,8 @@ def grouped_image_projections(model, group: int):
         return out[:, None].expand(-1, group, *out.shape[1:]).reshape(-1, *out.shape[1:])
 
     handles = []
-    for layer in model.text_encoder.encoder.layer:
-        cross = getattr(layer, "crossattention", None)
-        for proj in (cross.self.key, cross.self.value) if cross is not None else ():
-            handles += [proj.register_forward_pre_hook(before), proj.register_forward_hook(after)]
+    for proj in image_projections(model):
+        handles += [proj.register_forward_pre_hook(before), proj.register_forward_hook(after)]
     try:
         yield
     finally:
