@@ -141,7 +141,10 @@ def main(argv=None) -> int:
     node = subprocess.Popen(
         [str(bindir / "ovss-node"), "--ros-args", "-r", "__ns:=/camera", "-r", f"image:={IMAGE_TOPIC}",
          "-p", f"model:={a.model}", "-p", f"preset:={a.preset}", "-p", "device:=cpu",
-         "-p", "local_files_only:=true", "-p", f"vocabulary:={json.dumps(names)}"],
+         "-p", "local_files_only:=true", "-p", f"vocabulary:={json.dumps(names)}",
+         # the player is reliable and sends each frame once: "auto" would switch the reader to reliable
+         # a moment after the player appears, and a frame in flight during that switch is lost
+         "-p", "qos.input_reliability:=reliable"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         if not rec.wait_for_node(120, alive=lambda: node.poll() is None):
