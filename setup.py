@@ -31,6 +31,7 @@ setup(
             "ovss-eval = ovss_ros.evaluation.cli:main",
             "ovss-train-toy = ovss_ros.toy_world.train:main",
             "ovss-toy-bag = ovss_ros.toy_world.bag:main",
+            "ovss-toy-bag-score = ovss_ros.evaluation.bag_score:main",
         ],
     },
 )

@@ -1,6 +1,6 @@
 """ovss_ros: open-vocabulary semantic segmentation (PnP-OVSS on BLIP) for ROS 2 and plain Python.
 
-The engine (this package minus `ovss_ros.ros`) imports no rclpy. Typical use:
+The engine (this package minus `ovss_ros.ros` and the `ovss_ros.demo` driver) imports no rclpy. Typical use:
 
     from ovss_ros import Segmenter
     seg = Segmenter.from_pretrained("Salesforce/blip-itm-large-flickr", preset="realtime")

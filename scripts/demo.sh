@@ -10,4 +10,4 @@ cd "$ROOT"
 export HF_HUB_OFFLINE=1
 echo "[demo] model: ovss_ros/data/toy_blip, a tiny BLIP trained in this repo on a synthetic toy world"
 echo "[demo] (docs/toy_world.md); it knows 12 coloured patterns, not real scenes."
-exec .venv/bin/python -m ovss_ros.ros.toy_demo --out out/demo "$@"
+exec .venv/bin/python -m ovss_ros.demo.toy_demo --out out/demo "$@"

@@ -5,13 +5,12 @@ serialization (de)serialises them, rosbags only needs the type definitions to de
 from __future__ import annotations
 
 import importlib
-import os
-import sys
 from pathlib import Path
 from typing import Iterable, Optional
 
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
-from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+from ..bag_types import typestore  # noqa: F401  (the package's one typestore; the bag tools take it from here)
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 STORAGE = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
@@ -21,27 +20,6 @@ def message_class(msgtype: str):
     """rclpy class from a rosbag2 type name such as 'sensor_msgs/msg/Image'."""
     pkg, kind, name = msgtype.split("/")
     return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
-
-
-def _msg_dirs() -> list[Path]:
-    """Where ovss_ros/msg/*.msg are installed (ament prefixes, this venv) or kept (source tree)."""
-    dirs = [Path(p) / "share" / "ovss_ros" / "msg" for p in os.environ.get("AMENT_PREFIX_PATH", "").split(":") if p]
-    dirs.append(Path(sys.prefix) / "share" / "ovss_ros" / "msg")
-    dirs.append(Path(__file__).resolve().parents[2] / "msg")
-    return [d for d in dirs if d.is_dir() and any(d.glob("*.msg"))]
-
-
-def typestore():
-    """A rosbags typestore that also knows ovss_ros's own messages."""
-    store = get_typestore(Stores.ROS2_KILTED)
-    dirs = _msg_dirs()
-    if not dirs:
-        raise FileNotFoundError("cannot find ovss_ros/msg/*.msg (build the package or run from the source tree)")
-    types = {}
-    for path in sorted(dirs[0].glob("*.msg")):
-        types.update(get_types_from_msg(path.read_text(), f"ovss_ros/msg/{path.stem}"))
-    store.register(types)
-    return store
 
 
 def detect_storage(path: str) -> str:

@@ -1,9 +1,11 @@
-"""Toy-world sequences as rosbag2 (via `rosbags`, no ROS install needed), and scoring a segmented bag.
+"""Toy-world sequences as rosbag2 (via `rosbags`, no ROS install needed), and reading them back.
 
     ovss-toy-bag write out/toy_bag --frames 30 --seed 0          # camera + ground-truth topics
     ovss-bag-segment out/toy_bag out/toy_seg --vocabulary "$(ovss-toy-bag vocabulary)" \
         --topics /camera/image_raw --model <toy model> --preset tiny
-    ovss-toy-bag score out/toy_seg                                # mIoU of segmentation/labels vs ground truth
+    ovss-toy-bag-score out/toy_seg                                # mIoU of segmentation/labels vs ground truth
+
+Scoring lives in `ovss_ros.evaluation.bag_score` (evaluation builds on the toy world, never the reverse).
 
 The ground truth travels in the bag as a mono8 Image (0 = background, k = class k) with the same header
 stamp as its camera frame, and the vocabulary as a std_msgs/String (JSON) on /toy_world/classes.
@@ -14,10 +16,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
+from ..bag_types import typestore
 from .sequence import make_sequence
 from .world import SIZE, class_names
 
@@ -25,11 +27,6 @@ IMAGE_TOPIC = "/camera/image_raw"
 GT_TOPIC = "/camera/ground_truth/labels"
 CLASSES_TOPIC = "/toy_world/classes"
 LABELS_TOPIC = "/camera/segmentation/labels"
-
-
-def typestore():
-    from rosbags.typesys import Stores, get_typestore
-    return get_typestore(Stores.ROS2_KILTED)
 
 
 def _image(store, arr: np.ndarray, encoding: str, stamp_ns: int, frame_id: str):
@@ -51,7 +48,7 @@ def write_toy_bag(path, seed: int = 0, n_frames: int = 30, world: str = "pattern
     path = Path(path)
     if path.exists():
         raise FileExistsError(f"{path} exists (rosbag2 writes a new directory)")
-    store = typestore()
+    store = typestore(own_messages=False)
     frames = make_sequence(seed, n_frames, world, size)
     names = list(class_names(world))
     plugin = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}[storage]
@@ -71,10 +68,11 @@ def write_toy_bag(path, seed: int = 0, n_frames: int = 30, world: str = "pattern
     return {"frames": n_frames, "classes": names, "path": str(path)}
 
 
-def read_images(path, topic: str, store) -> dict[int, np.ndarray]:
+def read_images(path, topic: str, store=None) -> dict[int, np.ndarray]:
     """header stamp (ns) -> H x W array, for a mono8/rgb8 Image topic."""
     from rosbags.rosbag2 import Reader
 
+    store = store or typestore(own_messages=False)
     out = {}
     with Reader(path) as r:
         conns = [c for c in r.connections if c.topic == topic]
@@ -91,7 +89,7 @@ def read_images(path, topic: str, store) -> dict[int, np.ndarray]:
 def read_classes(path) -> list[str]:
     from rosbags.rosbag2 import Reader
 
-    store = typestore()
+    store = typestore(own_messages=False)
     with Reader(path) as r:
         conns = [c for c in r.connections if c.topic == CLASSES_TOPIC]
         for conn, _t, raw in r.messages(connections=conns):
@@ -99,30 +97,9 @@ def read_classes(path) -> list[str]:
     raise SystemExit(f"{path}: no {CLASSES_TOPIC} topic (not a toy-world bag?)")
 
 
-def score_bag(seg_bag, gt_bag: Optional[str] = None, labels_topic: str = LABELS_TOPIC) -> dict:
-    """mIoU etc. of the labels in `seg_bag` against the ground truth (in `gt_bag`, default: the same bag,
-    since ovss-bag-segment copies the input topics), frames matched by header stamp."""
-    from ..evaluation.runner import Accumulator
-
-    store = typestore()
-    gt_bag = gt_bag or seg_bag
-    names = read_classes(gt_bag)
-    gts = read_images(gt_bag, GT_TOPIC, store)
-    preds = read_images(seg_bag, labels_topic, store)
-    acc = Accumulator(names, background_is_class=True)
-    matched = 0
-    for stamp, gt in sorted(gts.items()):
-        if stamp in preds:
-            acc.update(gt, preds[stamp])
-            matched += 1
-    res = acc.results()
-    res.pop("presence", None)
-    res.update(frames_with_ground_truth=len(gts), frames_scored=matched)
-    return res
-
-
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="ovss-toy-bag", description="Toy-world rosbags: write, list the vocabulary, score.")
+    ap = argparse.ArgumentParser(prog="ovss-toy-bag", description="Toy-world rosbags: write one, list the vocabulary "
+                                 "(scoring a segmented one: ovss-toy-bag-score).")
     sub = ap.add_subparsers(dest="cmd", required=True)
     w = sub.add_parser("write", help="write a toy-world sequence bag")
     w.add_argument("out")
@@ -134,25 +111,12 @@ def main(argv=None) -> int:
     w.add_argument("--storage", default="sqlite3", choices=["sqlite3", "mcap"])
     v = sub.add_parser("vocabulary", help="print the toy world's class names as a JSON list")
     v.add_argument("--world", default="pattern", choices=["pattern", "shape"])
-    s = sub.add_parser("score", help="score a segmented bag against its ground truth")
-    s.add_argument("seg_bag")
-    s.add_argument("--gt-bag", default=None)
-    s.add_argument("--labels-topic", default=LABELS_TOPIC)
-    s.add_argument("--json", type=Path, default=None)
     a = ap.parse_args(argv)
     if a.cmd == "write":
         info = write_toy_bag(a.out, a.seed, a.frames, a.world, a.size, a.fps, a.storage)
         print(f"ovss-toy-bag: wrote {info['frames']} frames ({a.size}x{a.size}) to {info['path']}")
-    elif a.cmd == "vocabulary":
-        print(json.dumps(list(class_names(a.world))))
     else:
-        res = score_bag(a.seg_bag, a.gt_bag, a.labels_topic)
-        m = res["standard"]
-        print(f"ovss-toy-bag: {res['frames_scored']}/{res['frames_with_ground_truth']} frames scored, "
-              f"mIoU {m['mIoU']:.4f}, pixel accuracy {m['pixel_accuracy']:.4f}")
-        if a.json:
-            from ..evaluation.report import write_json
-            write_json(res, a.json)
+        print(json.dumps(list(class_names(a.world))))
     return 0
 
 

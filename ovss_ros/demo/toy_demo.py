@@ -1,6 +1,6 @@
 """The demo: the real ROS 2 node segments a toy-world rosbag with the embedded toy BLIP.
 
-    python -m ovss_ros.ros.toy_demo --out out/demo
+    python -m ovss_ros.demo.toy_demo --out out/demo
 
 Writes the toy bag (camera + ground truth), starts `ovss-node` (tiny preset, embedded model, offline),
 plays the bag into it with `ovss-bag-play --as-fast-as-processed`, records the node's outputs, then writes
@@ -21,9 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..bag_types import typestore
+from ..evaluation.runner import Accumulator
+from ..ros.image_codec import image_to_array
 from ..toy_world import MODEL_DIR
-from .image_codec import image_to_array
-from ..toy_world.bag import GT_TOPIC, IMAGE_TOPIC, read_images, typestore, write_toy_bag
+from ..toy_world.bag import GT_TOPIC, IMAGE_TOPIC, read_images, write_toy_bag
 from ..toy_world.world import class_names
 
 LABELS = "/camera/segmentation/labels"
@@ -102,7 +104,7 @@ def write_output_bag(path: Path, src: Path, rec: Recorder) -> None:
     from rclpy.serialization import serialize_message
     from rosbags.rosbag2 import Reader, Writer
 
-    store = typestore()
+    store = typestore(own_messages=False)    # camera, ground truth and the node's images: standard types
     with Reader(src) as r, Writer(path, version=9) as w:
         conns = {c.id: w.add_connection(c.topic, c.msgtype, typestore=store) for c in r.connections}
         for c, t, raw in r.messages():
@@ -123,8 +125,6 @@ def main(argv=None) -> int:
     ap.add_argument("--scale", type=int, default=3, help="upscale factor of the saved overlays")
     a = ap.parse_args(argv)
     from PIL import Image
-
-    from ..evaluation.runner import Accumulator
 
     out = a.out
     out.mkdir(parents=True, exist_ok=True)
@@ -172,14 +172,14 @@ def main(argv=None) -> int:
               f"{play.stdout[-2000:]}{play.stderr[-2000:]}", file=sys.stderr)
         return 1
     write_output_bag(seg_bag, bag, rec)
-    gts = read_images(bag, GT_TOPIC, typestore())
+    gts = read_images(bag, GT_TOPIC)
     acc = Accumulator(names, background_is_class=True)
     for m in rec.msgs[LABELS]:
         if _stamp(m) in gts:
             acc.update(gts[_stamp(m)], _labels(m))
     # overlays redrawn at a readable size (the node's own overlay is in the output bag at input size)
     from ..visualize import overlay
-    rgbs = read_images(bag, IMAGE_TOPIC, typestore())
+    rgbs = read_images(bag, IMAGE_TOPIC)
     frames = []
     for k, m in enumerate(sorted(rec.msgs[LABELS], key=_stamp)):
         if _stamp(m) not in rgbs:
