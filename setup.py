@@ -1,10 +1,20 @@
 """pip install . : the engine and CLIs, usable without ROS. The ROS node needs rclpy and the generated
 messages (colcon build, or scripts/setup.sh here)."""
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+
+def package_xml_version() -> str:
+    """The version is written once, in package.xml (ROS convention); ovss_ros.__version__ reads it too."""
+    text = (Path(__file__).resolve().parent / "package.xml").read_text(encoding="utf-8")
+    return re.search(r"<version>\s*([^<\s]+)\s*</version>", text).group(1)
+
 
 setup(
     name="ovss_ros",
-    version="0.1.0",
+    version=package_xml_version(),
     description="Open-vocabulary semantic segmentation (PnP-OVSS on BLIP) for ROS 2 and plain Python",
     license="Apache-2.0",
     python_requires=">=3.10",
@@ -15,13 +25,12 @@ setup(
         "transformers>=4.46,<6",
         "safetensors",
         "numpy",
-        "scipy",
         "pillow",
         "opencv-python-headless",
         "pydensecrf2",
         "tqdm",
     ],
-    extras_require={"bags": ["rosbags", "rosbags-image"], "test": ["pytest"]},
+    extras_require={"bags": ["rosbags"], "test": ["pytest", "scipy"]},
     entry_points={
         "console_scripts": [
             "ovss-segment = ovss_ros.cli:main",

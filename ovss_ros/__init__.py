@@ -11,8 +11,6 @@ The engine (this package minus `ovss_ros.ros` and the `ovss_ros.demo` driver) im
 # or the dev venv); let Python find it there too.
 __path__ = __import__("pkgutil").extend_path(__path__, __name__)
 
-__version__ = "0.1.0"
-
 _LAZY = {
     "Segmenter": "segmenter", "SegmentationResult": "result", "SegmenterConfig": "config",
     "make_config": "config", "PRESETS": "config", "load_blip": "model_loading",
@@ -20,7 +18,47 @@ _LAZY = {
 }
 
 
+def _package_xml_version(path) -> "str | None":
+    """<version> of an ovss_ros package.xml, or None if `path` is not one."""
+    import re
+
+    try:
+        text = open(path, encoding="utf-8").read()
+    except OSError:
+        return None
+    if not re.search(r"<name>\s*ovss_ros\s*</name>", text):
+        return None
+    m = re.search(r"<version>\s*([^<\s]+)\s*</version>", text)
+    return m.group(1) if m else None
+
+
+def _version() -> str:
+    """The version is written once, in package.xml (ROS convention; setup.py reads it too). Found in the
+    source tree beside this package (checkouts, editable installs: never stale), else in the installed
+    distribution's metadata (`pip install .`), else in an ament prefix's share/ovss_ros (colcon install)."""
+    import os
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    found = _package_xml_version(os.path.join(here, os.pardir, "package.xml"))
+    if found:
+        return found
+    from importlib import metadata
+
+    try:
+        return metadata.version("ovss_ros")
+    except metadata.PackageNotFoundError:
+        pass
+    for prefix in filter(None, os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)):
+        found = _package_xml_version(os.path.join(prefix, "share", "ovss_ros", "package.xml"))
+        if found:
+            return found
+    return "0+unknown"
+
+
 def __getattr__(name):   # keep `import ovss_ros` cheap: torch loads on first use
+    if name == "__version__":
+        globals()["__version__"] = version = _version()
+        return version
     if name in _LAZY:
         import importlib
 
