@@ -1,8 +1,21 @@
-"""Engine configuration: every constant of the reference is a field; presets are named bundles."""
+"""Engine configuration: every constant of the reference is a field; presets are named bundles.
+
+The allowed values live in two tables, so the ROS layer can build parameter descriptors from the same
+source that `SegmenterConfig.validate` checks against:
+
+- `ENGINE_CHOICES`: string fields -> the allowed strings.
+- `ENGINE_LIMITS`: numeric fields -> (min, max), both inclusive, None where unbounded on that side.
+  Optional fields may also be None; `gradcam_layer` / `gradcam_head` are a 0-based index or the keyword in
+  `INDEX_KEYWORDS` and are not in either table (their upper bound is the model's, checked by Segmenter).
+"""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+import math
+import numbers
+import string
+import typing
+from dataclasses import dataclass
 from typing import Any, Optional, Union
 
 BACKGROUND_MODES = ("always", "if_few_classes", "never")
@@ -11,11 +24,56 @@ DROPOUT_MODES = ("pixel", "attention")
 PROMPT_MODES = ("single", "per_class")
 GRADCAM_ROWS = ("class_tokens", "first_token")
 PRESENCE_MODES = ("itm", "all")
+VISION_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+# Blur/CRF never run above this long side, whatever postprocess_max_side says (None = up to this cap):
+# DenseCRF on a 4000x3000 frame took 97 s and 3.6 GB; at 1024 px it is seconds, and 1024 still covers
+# VOC/COCO-sized images at full resolution (the reference's setting). See docs/deviations.md.
+POSTPROCESS_MAX_SIDE_CAP = 1024
+# A square model input above this is a typo, not a setting: 1024 px is a 64x64 grid at patch 16,
+# 7x the tokens of the paper's 336 px and far past what BLIP was trained on (384).
+MAX_IMAGE_SIZE = 1024
+
+ENGINE_CHOICES: dict[str, tuple[str, ...]] = {
+    "prompt_mode": PROMPT_MODES,
+    "gradcam_rows": GRADCAM_ROWS,
+    "dropout_mode": DROPOUT_MODES,
+    "presence": PRESENCE_MODES,
+    "background": BACKGROUND_MODES,
+    "postprocess": POSTPROCESS_MODES,
+    "vision_dtype": VISION_DTYPES,
+}
+
+ENGINE_LIMITS: dict[str, tuple[Optional[float], Optional[float]]] = {
+    "image_size": (16, MAX_IMAGE_SIZE),            # also a multiple of the patch size (checked with the model)
+    "dropout_rounds": (1, 32),                     # 1 = plain GradCAM; each round is a full GradCAM pass
+    "drop_patches": (0, None),                     # 0 is harmless (rounds repeat pass 0); the grid clamps it
+    "drop_fraction": (0.0, 0.5),                   # hiding more than half the grid per round leaves nothing to see
+    "presence_threshold": (0.0, 1.0),              # a probability
+    "presence_top_k": (1, None),
+    "threshold": (0.0, 1.0),                       # on min-max normalised maps
+    "background_min_classes": (1, None),
+    "blur_sigma": (0.0, 1.0),                      # fraction of max(H, W); 0 = no blur
+    "postprocess_max_side": (16, POSTPROCESS_MAX_SIDE_CAP),
+    "crf_iterations": (0, 100),                    # 0 = the unaries alone
+    "crf_gaussian_sxy": (0.01, None),              # kernel widths divide the features: 0 gives inf/NaN
+    "crf_gaussian_compat": (0.0, None),            # weights: 0 switches the kernel off
+    "crf_bilateral_sxy": (0.01, None),
+    "crf_bilateral_srgb": (0.01, None),
+    "crf_bilateral_compat": (0.0, None),
+    "max_classes": (1, 65535),                     # labels are uint16 at most
+    "max_class_name_length": (1, None),
+    "max_image_pixels": (1, None),
+}
+
+# Fields that are a 0-based index or one keyword.
+INDEX_KEYWORDS = {"gradcam_layer": "all", "gradcam_head": "mean"}
 
 
 @dataclass
 class SegmenterConfig:
-    """All knobs of PnP-OVSS. Defaults are the reference's intended configuration (see docs/deviations.md)."""
+    """All knobs of PnP-OVSS. Defaults are the reference's intended configuration: the paper's settings as
+    the upstream code (github.com/letitiabanana/PnP-OVSS) runs them; see docs/deviations.md."""
 
     # -- model input
     image_size: Optional[int] = 336          # square warp; None = the checkpoint's native size
@@ -41,7 +99,7 @@ class SegmenterConfig:
     background_min_classes: int = 3          # "if_few_classes": background channel only below this
     postprocess: str = "blur+crf"
     blur_sigma: float = 0.05                 # times max(H, W)
-    postprocess_max_side: Optional[int] = None  # run blur/CRF at this long side, upsample labels after
+    postprocess_max_side: Optional[int] = None  # blur/CRF at this long side (None: full size up to the cap)
     crf_iterations: int = 10
     crf_gaussian_sxy: float = 3.0
     crf_gaussian_compat: float = 7.0
@@ -56,32 +114,27 @@ class SegmenterConfig:
     max_image_pixels: int = 4096 * 4096      # larger inputs are refused, not silently slowed down
 
     def validate(self) -> "SegmenterConfig":
-        def one_of(name: str, allowed) -> None:
+        """Refuse, with one reason naming the parameter, any value that would break the engine later.
+        Checks that need the model (layer/head counts, multiple of the patch size) are in Segmenter."""
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _checked_type(f.name, getattr(self, f.name), _FIELD_TYPES[f.name]))
+        for name, allowed in ENGINE_CHOICES.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"{name}={getattr(self, name)!r}: expected one of {allowed}")
-
-        one_of("background", BACKGROUND_MODES)
-        one_of("postprocess", POSTPROCESS_MODES)
-        one_of("dropout_mode", DROPOUT_MODES)
-        one_of("prompt_mode", PROMPT_MODES)
-        one_of("gradcam_rows", GRADCAM_ROWS)
-        one_of("presence", PRESENCE_MODES)
-        one_of("vision_dtype", ("auto", "float32", "bfloat16", "float16"))
-        if isinstance(self.gradcam_layer, str) and self.gradcam_layer != "all":
-            raise ValueError(f"gradcam_layer={self.gradcam_layer!r}: expected an int or 'all'")
-        if isinstance(self.gradcam_head, str) and self.gradcam_head != "mean":
-            raise ValueError(f"gradcam_head={self.gradcam_head!r}: expected an int or 'mean'")
-        if self.dropout_rounds < 1:
-            raise ValueError("dropout_rounds must be >= 1 (1 = GradCAM without dropout)")
-        if self.drop_fraction is not None and not 0.0 <= self.drop_fraction < 1.0:
-            raise ValueError("drop_fraction must be in [0, 1)")
+                raise ValueError(f"{name}={getattr(self, name)!r}: expected one of {list(allowed)}")
+        for name, keyword in INDEX_KEYWORDS.items():
+            value = getattr(self, name)
+            if value != keyword and (isinstance(value, str) or value < 0):
+                raise ValueError(f"{name}={value!r}: expected a 0-based index (>= 0) or {keyword!r}")
+        for name, (lo, hi) in ENGINE_LIMITS.items():
+            value = getattr(self, name)
+            if value is None or isinstance(value, str):
+                continue
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                raise ValueError(f"{name}={value!r}: expected {_range_text(lo, hi)}")
+        _check_template(self.prompt_template)
         if self.gradcam_rows == "first_token" and self.prompt_mode != "per_class":
             raise ValueError("gradcam_rows='first_token' needs prompt_mode='per_class' "
                              "(one caption's first row cannot tell classes apart)")
-        if "{}" not in self.prompt_template:
-            raise ValueError("prompt_template must contain '{}' for the class names")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ValueError("threshold must be in [0, 1]")
         return self
 
     def replace(self, **changes: Any) -> "SegmenterConfig":
@@ -92,6 +145,52 @@ class SegmenterConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+_FIELD_TYPES = typing.get_type_hints(SegmenterConfig)
+
+
+def _checked_type(name: str, value: Any, tp: Any) -> Any:
+    """`value` as the field's type (ints accepted for floats), or a ValueError naming the expected type."""
+    args = typing.get_args(tp)
+    optional = type(None) in args
+    base = tuple(a for a in args if a is not type(None)) or (tp,)
+    if value is None and optional:
+        return None
+    is_int = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if bool in base and isinstance(value, bool):
+        return value
+    if int in base and is_int:
+        return int(value)
+    if float in base and (is_int or isinstance(value, numbers.Real)) and not isinstance(value, bool):
+        if not math.isfinite(float(value)):
+            raise ValueError(f"{name}={value!r}: expected a finite number")
+        return float(value)
+    if str in base and isinstance(value, str):
+        return value
+    words = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    expected = " or ".join(words[b] for b in base) + (" or None" if optional else "")
+    raise ValueError(f"{name}={value!r}: expected {expected}")
+
+
+def _range_text(lo, hi) -> str:
+    if lo is not None and hi is not None:
+        return f"a value in [{lo}, {hi}]"
+    return f"a value >= {lo}" if lo is not None else f"a value <= {hi}"
+
+
+def _check_template(template: str) -> None:
+    """Exactly one bare `{}` and no other braces: prompts.py finds the class words by the text around it."""
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"prompt_template={template!r}: {exc} (expected exactly one '{{}}')") from None
+    fields = [(f, spec, conv) for _lit, f, spec, conv in parts if f is not None]
+    if fields != [("", "", None)]:
+        raise ValueError(f"prompt_template={template!r}: expected exactly one '{{}}' for the class names "
+                         "and no other format fields")
+    if any("{" in lit or "}" in lit for lit, *_ in parts):
+        raise ValueError(f"prompt_template={template!r}: literal braces are not supported")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -105,7 +204,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         postprocess_max_side=320,
         vision_dtype="auto",
     ),
-    # What fits the project's tiny toy-world BLIP (3 text layers, 12x12 grid); see toy_world_notes.md.
+    # What fits the project's tiny toy-world BLIP (3 text layers, 12x12 grid); see docs/toy_world.md.
     "tiny": dict(
         image_size=None,
         prompt_mode="per_class",
