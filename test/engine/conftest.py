@@ -1,17 +1,11 @@
 import numpy as np
 import pytest
 
-WORDS = ["red", "green", "blue", "yellow", "circle", "square", "triangle", "dog", "cat", "person", "car",
-         "tree", "sky", "road", "traffic", "light", "striped", "plain"]
-
 
 @pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory):
-    """A tiny random-weight BLIP ITM saved like a real checkpoint (safetensors + tokenizer + processor)."""
-    from ovss_ros.tiny_model import build_blip, save_model
-
-    model, processor = build_blip(WORDS, seed=0)
-    return save_model(model, processor, tmp_path_factory.mktemp("tiny_blip"))
+def tiny_dir(tiny_blip_dir):
+    """The session's tiny random-weight BLIP (test/conftest.py), by the name the engine tests use."""
+    return tiny_blip_dir
 
 
 @pytest.fixture(scope="session")
