@@ -20,7 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     voc.add_argument("--classes", help='comma-separated class names, e.g. "person,chair,floor"')
     voc.add_argument("--vocabulary-file", type=Path, help="one class name per line")
     p.add_argument("--model", default=DEFAULT_MODEL, help="Hugging Face id or local directory (default: %(default)s)")
-    p.add_argument("--preset", default="paper", choices=sorted(PRESETS))
+    p.add_argument("--preset", default="paper", help=f"engine preset: {', '.join(sorted(PRESETS))} "
+                   "(default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -62,18 +63,18 @@ def main(argv=None) -> int:
     from .prompts import VocabularyError
     from .segmenter import Segmenter
 
-    if args.classes is not None:
-        classes = args.classes.split(",")
-    else:
-        classes = [ln for ln in args.vocabulary_file.read_text().splitlines() if ln.strip()]
     present = [c.strip() for c in args.present.split(",")] if args.present else None
-    try:
+    try:   # every bad input (parameter, preset, model, vocabulary) is one line, not a traceback
+        if args.classes is not None:
+            classes = args.classes.split(",")
+        else:
+            classes = [ln for ln in args.vocabulary_file.read_text().splitlines() if ln.strip()]
         overrides = parse_overrides(args.overrides)
         seg = Segmenter.from_pretrained(args.model, preset=args.preset, device=args.device, dtype=args.dtype,
                                         **overrides)
         seg.set_vocabulary(classes)
-    except (ModelLoadError, VocabularyError, ValueError) as exc:
-        print(f"ovss-segment: {exc}", file=sys.stderr)
+    except (ModelLoadError, VocabularyError, ValueError, TypeError, OSError) as exc:
+        print(f"ovss-segment: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     meta = {"model": args.model, "preset": args.preset, "device": str(seg.device), "config": seg.config.to_dict()}
     failures = 0

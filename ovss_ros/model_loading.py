@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -56,6 +57,36 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
 
+@contextmanager
+def hub_errors(name: str, local_files_only: Optional[bool] = None):
+    """Around transformers' from_pretrained calls for `name`: yields the effective local_files_only and turns
+    a missing directory, cache entry or unreachable Hub into one ModelLoadError that says what to do."""
+    from transformers.utils import logging as hf_logging
+
+    is_dir = Path(name).expanduser().is_dir()
+    if not is_dir and name.startswith(("/", "./", "../", "~")):
+        raise ModelLoadError(f"cannot load model: the directory '{name}' does not exist (a local checkpoint "
+                             "folder saved with save_pretrained, or a Hugging Face id such as "
+                             f"'{DEFAULT_MODEL}', is expected)")
+    offline = _offline() if local_files_only is None else bool(local_files_only)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()      # e.g. "falling back to BlipImageProcessorPil" without torchvision
+    try:
+        yield offline
+    except (OSError, ValueError) as exc:
+        if is_dir:
+            hint = (f"'{name}' is a directory but does not hold a BLIP ITM checkpoint saved with "
+                    "save_pretrained (config.json, model.safetensors, tokenizer and preprocessor files)")
+        else:
+            hint = (f"'{name}' is not in the local Hugging Face cache and the Hub could not be reached"
+                    f"{' (HF_HUB_OFFLINE is set)' if offline else ''}. On a machine with network run "
+                    f"`hf download {name}` (or `huggingface-cli download {name}`), then copy the cache "
+                    "(~/.cache/huggingface) here, or pass the downloaded folder as the model path")
+        raise ModelLoadError(f"cannot load model: {hint}. Cause: {type(exc).__name__}: {exc}") from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
 def load_blip(
     model: Union[str, Path] = DEFAULT_MODEL,
     device: Union[str, torch.device] = "auto",
@@ -72,41 +103,46 @@ def load_blip(
 
     hf_logging.disable_progress_bar()     # node logs are read by people; no carriage-return bars
 
+    if not isinstance(model, (str, os.PathLike)):
+        raise TypeError(f"model: expected a Hugging Face id or a local directory, got {type(model).__name__} "
+                        "(an in-memory model goes through wrap_blip / Segmenter.from_model)")
     name = str(model)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype)
-    is_dir = Path(name).expanduser().is_dir()
-    if not is_dir and name.startswith(("/", "./", "../", "~")):
-        raise ModelLoadError(f"cannot load model: the directory '{name}' does not exist (a local checkpoint "
-                             "folder saved with save_pretrained, or a Hugging Face id such as "
-                             f"'{DEFAULT_MODEL}', is expected)")
-    if local_files_only is None:
-        local_files_only = _offline()
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()      # e.g. "falling back to BlipImageProcessorPil" without torchvision
-    try:
-        processor = BlipProcessor.from_pretrained(name, local_files_only=local_files_only, revision=revision)
-        net = BlipForImageTextRetrieval.from_pretrained(
-            name, local_files_only=local_files_only, revision=revision,
-            use_safetensors=True)
-    except (OSError, ValueError) as exc:
-        if is_dir:
-            hint = (f"'{name}' is a directory but does not hold a BLIP ITM checkpoint saved with "
-                    "save_pretrained (config.json, model.safetensors, tokenizer and preprocessor files)")
-        else:
-            hint = (f"'{name}' is not in the local Hugging Face cache and the Hub could not be reached"
-                    f"{' (HF_HUB_OFFLINE is set)' if local_files_only else ''}. On a machine with network run "
-                    f"`hf download {name}` (or `huggingface-cli download {name}`), then copy the cache "
-                    "(~/.cache/huggingface) here, or pass the downloaded folder as the model path")
-        raise ModelLoadError(f"cannot load model: {hint}. Cause: {type(exc).__name__}: {exc}") from exc
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    with hub_errors(name, local_files_only) as offline:
+        processor = BlipProcessor.from_pretrained(name, local_files_only=offline, revision=revision)
+        net = BlipForImageTextRetrieval.from_pretrained(name, local_files_only=offline, revision=revision,
+                                                        use_safetensors=True)
+    return wrap_blip(net, processor, dev, torch_dtype, name=name)
 
-    tokenizer = processor.tokenizer
+
+# BLIP's image statistics (OpenAI CLIP's), for a model handed over with a bare tokenizer.
+_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def wrap_blip(model, processor, device: Union[str, torch.device, None] = None,
+              dtype: Union[str, torch.dtype, None] = None, name: Optional[str] = None) -> LoadedModel:
+    """An in-memory `BlipForImageTextRetrieval` and its `BlipProcessor` (or its tokenizer alone: images are
+    then normalised with BLIP's CLIP statistics) as a LoadedModel. The model is put in eval mode and frozen
+    in place; device/dtype None keep the model where and as it is."""
+    from transformers import BlipForImageTextRetrieval
+
+    if not isinstance(model, BlipForImageTextRetrieval):
+        raise TypeError(f"model: expected a transformers BlipForImageTextRetrieval, got {type(model).__name__}")
+    if hasattr(processor, "tokenizer") and hasattr(processor, "image_processor"):
+        tokenizer, ip = processor.tokenizer, processor.image_processor
+        mean, std = tuple(ip.image_mean), tuple(ip.image_std)
+    elif callable(processor) and hasattr(processor, "convert_tokens_to_ids"):
+        tokenizer, mean, std = processor, _CLIP_MEAN, _CLIP_STD
+    else:
+        raise TypeError(f"processor: expected a BlipProcessor or its tokenizer, got {type(processor).__name__}")
+    name = name or getattr(model.config, "_name_or_path", "") or "in-memory model"
     if not getattr(tokenizer, "is_fast", False):
         raise ModelLoadError(f"model {name!r}: the engine needs a fast tokenizer (character offsets)")
-    net.eval().requires_grad_(False).to(device=dev, dtype=torch_dtype)
-    ip = processor.image_processor
-    native = net.config.vision_config.image_size
-    return LoadedModel(model=net, tokenizer=tokenizer, image_mean=tuple(ip.image_mean),
-                       image_std=tuple(ip.image_std), native_image_size=int(native), device=dev, name=name)
+    dev = resolve_device(device) if device is not None else next(model.parameters()).device
+    to = {"device": dev} if dtype is None else {"device": dev, "dtype": resolve_dtype(dtype)}
+    model.eval().requires_grad_(False).to(**to)
+    native = model.config.vision_config.image_size
+    return LoadedModel(model=model, tokenizer=tokenizer, image_mean=mean, image_std=std,
+                       native_image_size=int(native), device=dev, name=name)

@@ -7,6 +7,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .config import POSTPROCESS_MAX_SIDE_CAP
+
 EPS = 1e-12
 
 
@@ -90,7 +92,10 @@ def dense_crf(soft: np.ndarray, rgb: np.ndarray, iterations: int, gauss_sxy: flo
 
 
 def work_size(h: int, w: int, max_side: Optional[int]) -> tuple[int, int]:
-    if not max_side or max(h, w) <= max_side:
+    """Blur/CRF resolution for an h x w frame: long side at most `max_side`, and never above
+    POSTPROCESS_MAX_SIDE_CAP (None = full resolution up to the cap), aspect kept."""
+    max_side = min(max_side or POSTPROCESS_MAX_SIDE_CAP, POSTPROCESS_MAX_SIDE_CAP)
+    if max(h, w) <= max_side:
         return h, w
     s = max_side / max(h, w)
     return max(1, round(h * s)), max(1, round(w * s))

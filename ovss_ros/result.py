@@ -16,6 +16,9 @@ class SegmentationResult:
     class_maps: np.ndarray        # [K, H, W] float32 in [0, 1], per segmented class
     confidence: np.ndarray        # H x W float32 in [0, 1]: the winning channel's score
     timings: dict = field(default_factory=dict)   # stage -> seconds
+    # [K, g, g] float32 per segmented class (ids in class_ids), g = the model's patch grid side: the
+    # accumulated Salience Dropout GradCAM maps before threshold, upsampling and post-processing
+    raw_maps: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), np.float32))
 
     def summary(self) -> dict:
         counts = np.bincount(self.labels.ravel(), minlength=len(self.class_names) + 1)

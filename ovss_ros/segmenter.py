@@ -1,6 +1,7 @@
 """The engine's face: set a vocabulary once (text prepared and cached), then segment many frames."""
 from __future__ import annotations
 
+import os
 import time
 from collections import OrderedDict
 from typing import Optional, Sequence, Union
@@ -9,13 +10,39 @@ import numpy as np
 import torch
 
 from . import class_presence, gradcam, postprocess, salience_dropout
-from .config import SegmenterConfig, make_config
+from .config import PRESETS, SegmenterConfig, make_config
 from .image_io import preprocess, to_rgb_uint8
-from .model_loading import DEFAULT_MODEL, LoadedModel, load_blip
+from .model_loading import DEFAULT_MODEL, LoadedModel, load_blip, wrap_blip
 from .prompts import PromptBatch, VocabularyError, build_prompts, enc_token_id, normalize_vocabulary
 from .result import SegmentationResult
 
 _PROMPT_FIELDS = {"prompt_template", "prompt_mode", "gradcam_rows", "max_classes", "max_class_name_length"}
+
+
+def check_against_model(loaded: LoadedModel, cfg: SegmenterConfig) -> SegmenterConfig:
+    """What only the model can tell: layer and head exist, the input size fits the patch grid."""
+    model = loaded.model
+    gradcam.text_layers(model, cfg.gradcam_layer)
+    gradcam.check_head(model, cfg.gradcam_head)
+    size = cfg.image_size or loaded.native_image_size
+    if size % model.config.vision_config.patch_size:
+        raise ValueError(f"image_size={size} is not a multiple of the patch size "
+                         f"{model.config.vision_config.patch_size}")
+    return cfg
+
+
+def _config_or_none(preset: str, overrides: dict) -> Optional[SegmenterConfig]:
+    try:
+        return make_config(preset, **overrides)
+    except ValueError:
+        return None
+
+
+def _fits(loaded: LoadedModel, cfg: Optional[SegmenterConfig]) -> bool:
+    try:
+        return cfg is not None and check_against_model(loaded, cfg) is cfg
+    except ValueError:
+        return False
 
 
 class _Stopwatch:
@@ -41,17 +68,47 @@ class Segmenter:
         self.device = loaded.device
         gradcam.share_image_projections(self.model)
         self._enc_id = enc_token_id(loaded.tokenizer, self.model.config.text_config.vocab_size)
+        self._max_tokens = int(self.model.config.text_config.max_position_embeddings)
         self._vocab: tuple[str, ...] = ()
         self._presence_prompts: Optional[PromptBatch] = None
         self._single_cache: "OrderedDict[tuple, PromptBatch]" = OrderedDict()
         self._config = self._checked(config or make_config("paper"))
 
     @classmethod
-    def from_pretrained(cls, model: str = DEFAULT_MODEL, preset: str = "paper", device: str = "auto",
-                        dtype: str = "float32", local_files_only: Optional[bool] = None,
-                        **overrides) -> "Segmenter":
+    def from_pretrained(cls, model=DEFAULT_MODEL, preset: str = "paper", device=None, dtype=None,
+                        local_files_only: Optional[bool] = None, processor=None, **overrides) -> "Segmenter":
+        """`model`: a Hugging Face id or local directory (device None = "auto", dtype None = float32), or an
+        in-memory `BlipForImageTextRetrieval` with `processor=` its BlipProcessor or tokenizer (then this is
+        `from_model`: device/dtype None keep the model as it is). `overrides` are engine parameters."""
+        if not isinstance(model, (str, os.PathLike)):
+            if isinstance(model, torch.nn.Module):
+                if processor is None:
+                    raise TypeError("an in-memory model needs processor= (its BlipProcessor or tokenizer)")
+                return cls.from_model(model, processor, preset=preset, device=device, dtype=dtype, **overrides)
+            raise TypeError(f"model: expected a Hugging Face id, a local directory or a "
+                            f"BlipForImageTextRetrieval, got {type(model).__name__}")
+        config = make_config(preset, **overrides)       # a bad parameter fails before the model loads
+        loaded = load_blip(model, device=device or "auto", dtype=dtype or "float32",
+                           local_files_only=local_files_only)
+        return cls._for_preset(loaded, config, preset, overrides)
+
+    @classmethod
+    def from_model(cls, model, processor, preset: str = "paper", device=None, dtype=None,
+                   **overrides) -> "Segmenter":
+        """An in-memory transformers `BlipForImageTextRetrieval` and its `BlipProcessor` (or tokenizer).
+        The model is set to eval mode and frozen in place; device/dtype None keep it where and as it is."""
         config = make_config(preset, **overrides)
-        return cls(load_blip(model, device=device, dtype=dtype, local_files_only=local_files_only), config)
+        return cls._for_preset(wrap_blip(model, processor, device, dtype), config, preset, overrides)
+
+    @classmethod
+    def _for_preset(cls, loaded: LoadedModel, config: SegmenterConfig, preset: str, overrides) -> "Segmenter":
+        try:
+            return cls(loaded, config)
+        except ValueError as exc:        # the preset does not fit this model: name one that does
+            fits = [p for p in PRESETS if p != preset and _fits(loaded, _config_or_none(p, overrides))]
+            if not fits:
+                raise
+            raise ValueError(f"{exc}; the `{fits[0]}` preset fits this model") from exc
 
     # -- configuration -------------------------------------------------------------------------
     @property
@@ -59,14 +116,7 @@ class Segmenter:
         return self._config
 
     def _checked(self, cfg: SegmenterConfig) -> SegmenterConfig:
-        cfg.validate()
-        gradcam.text_layers(self.model, cfg.gradcam_layer)
-        gradcam.check_head(self.model, cfg.gradcam_head)
-        size = cfg.image_size or self.loaded.native_image_size
-        if size % self.model.config.vision_config.patch_size:
-            raise ValueError(f"image_size={size} is not a multiple of the patch size "
-                             f"{self.model.config.vision_config.patch_size}")
-        return cfg
+        return check_against_model(self.loaded, cfg.validate())
 
     def update_config(self, **changes) -> SegmenterConfig:
         """Change engine parameters at run time; the text cache is rebuilt only if prompts change."""
@@ -89,10 +139,12 @@ class Segmenter:
     def set_vocabulary(self, classes: Sequence[str]) -> tuple[str, ...]:
         cfg = self._config
         names = normalize_vocabulary(classes, cfg.max_classes, cfg.max_class_name_length)
+        limit = self._max_tokens
         presence = build_prompts(self.loaded.tokenizer, names, cfg.prompt_template, per_class=True,
-                                 first_rows=cfg.gradcam_rows == "first_token", enc_id=self._enc_id)
+                                 first_rows=cfg.gradcam_rows == "first_token", enc_id=self._enc_id,
+                                 max_length=limit)
         if cfg.prompt_mode == "single":   # fail now, not on the first frame, if the full caption is unusable
-            build_prompts(self.loaded.tokenizer, names, cfg.prompt_template, False, False, self._enc_id)
+            build_prompts(self.loaded.tokenizer, names, cfg.prompt_template, False, False, self._enc_id, limit)
         self._presence_prompts = presence.to(self.device)
         self._single_cache.clear()
         self._vocab = names
@@ -111,7 +163,7 @@ class Segmenter:
         if key not in self._single_cache:
             names = [self._vocab[i] for i in selected]
             self._single_cache[key] = build_prompts(self.loaded.tokenizer, names, cfg.prompt_template, False,
-                                                    False, self._enc_id).to(self.device)
+                                                    False, self._enc_id, self._max_tokens).to(self.device)
             if len(self._single_cache) > 64:
                 self._single_cache.popitem(last=False)
         self._single_cache.move_to_end(key)
@@ -178,13 +230,15 @@ class Segmenter:
             watch.lap("total")
             return SegmentationResult(np.zeros((h, w), label_dtype), self._vocab, prob, present_mask,
                                       np.zeros(0, np.int64), np.zeros((0, h, w), np.float32),
-                                      np.zeros((h, w), np.float32), self._finish(watch))
+                                      np.zeros((h, w), np.float32), self._finish(watch),
+                                      np.zeros((0, grid, grid), np.float32))
 
         maps = self._salience_maps(embeds0, x, self._gradcam_prompts(selected), grid, ps, watch)
-        labels, class_maps, confidence = self._to_labels(maps.view(-1, grid, grid), rgb, selected, watch)
+        maps = maps.view(-1, grid, grid)
+        labels, class_maps, confidence = self._to_labels(maps, rgb, selected, watch)
         return SegmentationResult(labels.astype(label_dtype), self._vocab, prob, present_mask,
                                   np.asarray([i + 1 for i in selected], np.int64), class_maps, confidence,
-                                  self._finish(watch))
+                                  self._finish(watch), maps.float().cpu().numpy())
 
     @staticmethod
     def _finish(watch: _Stopwatch) -> dict:
