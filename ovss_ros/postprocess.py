@@ -9,15 +9,18 @@ import torch.nn.functional as F
 
 from .config import POSTPROCESS_MAX_SIDE_CAP
 
-EPS = 1e-12
-
 
 def _normalised(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel min-max of [C, ...] (flattened) and whether each channel varies at all."""
+    """Per-channel min-max of [C, ...] (flattened) and whether each channel varies at all.
+
+    As the reference: any channel with max > min is normalised, however small its span (no epsilon);
+    only a constant channel (the reference's 0/0) is flagged.
+    """
     flat = maps.flatten(1)
     lo, hi = flat.min(dim=1).values, flat.max(dim=1).values
     span = hi - lo
-    return (flat - lo[:, None]) / span.clamp(min=EPS)[:, None], span > EPS
+    varies = span > 0
+    return (flat - lo[:, None]) / torch.where(varies, span, torch.ones_like(span))[:, None], varies
 
 
 def threshold_maps(maps: torch.Tensor, threshold: float) -> torch.Tensor:

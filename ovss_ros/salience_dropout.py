@@ -13,12 +13,19 @@ def patches_per_round(grid: int, drop_patches: int, drop_fraction: Optional[floa
 
 
 def select_patches(ranking: torch.Tensor, dropped: torch.Tensor, k: int) -> torch.Tensor:
-    """Add the k highest-ranked patches (already dropped ones score 0) to `dropped`."""
+    """Append the k highest-ranked patches to `dropped`, as the reference does it:
+    `s[dropped] = 0; dropped += argsort(s)[-k:]`.
+
+    Already dropped patches score 0, so when fewer than k patches score above 0 some of the k are zeros,
+    possibly already dropped ones (then fewer new patches are hidden; `dropped` may repeat an index, which
+    every user of it tolerates). Ties are taken in a stable order (numpy `argsort(kind="stable")`: among
+    equal scores the highest index wins); numpy's default sort leaves that order unspecified.
+    """
     if k == 0:
         return dropped
     score = ranking.clone()
     score[dropped] = 0
-    top = torch.topk(score, k).indices
+    top = torch.argsort(score, stable=True)[-k:]
     return torch.cat([dropped, top])
 
 

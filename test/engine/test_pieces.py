@@ -9,12 +9,38 @@ from ovss_ros.prompts import build_prompts, enc_token_id
 
 
 # -- Salience Dropout ------------------------------------------------------------------------------
-def test_select_patches_takes_top_k_and_never_repicks():
+def test_select_patches_takes_top_k_of_the_not_yet_dropped():
     ranking = torch.tensor([0.1, 0.9, 0.5, 0.8, 0.0, 0.7])
     first = salience_dropout.select_patches(ranking, torch.zeros(0, dtype=torch.long), 2)
     assert sorted(first.tolist()) == [1, 3]
     second = salience_dropout.select_patches(ranking, first, 2)
     assert second[:2].tolist() == first.tolist() and sorted(second[2:].tolist()) == [2, 5]
+
+
+def _reference_pick(ranking: np.ndarray, dropped: list, k: int) -> list:
+    """The reference's step, `s[dropped] = 0; dropped += argsort(s)[-k:]`, with a defined tie order."""
+    s = ranking.copy()
+    s[dropped] = 0
+    return dropped + [int(i) for i in np.argsort(s, kind="stable")[-k:]]
+
+
+def test_select_patches_with_fewer_positive_scores_than_k_matches_the_reference():
+    # two positive scores left for k = 3: the third pick is a zero, here the already dropped patch 5
+    ranking = np.array([0.0, 0.3, 0.0, 0.2, 0.0, 0.9], np.float32)
+    ours = salience_dropout.select_patches(torch.from_numpy(ranking), torch.tensor([5]), 3).tolist()
+    assert ours == _reference_pick(ranking, [5], 3) == [5, 5, 3, 1]
+    rng = np.random.default_rng(0)
+    for _ in range(20):                       # sparse rankings with many ties at zero
+        r = (rng.random(30) * (rng.random(30) < 0.2)).astype(np.float32)
+        dropped = [int(i) for i in rng.choice(30, 4, replace=False)]
+        got = salience_dropout.select_patches(torch.from_numpy(r), torch.tensor(dropped), 10).tolist()
+        assert got == _reference_pick(r, dropped, 10)
+
+
+def test_repeated_dropped_patches_are_harmless():
+    dropped = torch.tensor([5, 5, 3])
+    assert salience_dropout.kept_tokens(dropped, 6).tolist() == [0, 1, 2, 4]
+    assert salience_dropout.zero_dropped(torch.ones(2, 6), dropped)[:, [3, 5]].abs().sum() == 0
 
 
 def test_patches_per_round_count_or_fraction():
@@ -66,6 +92,14 @@ def test_gaussian_blur_matches_scipy(shape, sigma):
     ours = postprocess.gaussian_blur(torch.from_numpy(x), sigma).numpy()
     ref = np.stack([gaussian_filter(c, sigma) for c in x])       # mode='reflect', truncate=4
     np.testing.assert_allclose(ours, ref, atol=1e-5)
+
+
+def test_maps_with_a_tiny_span_are_normalised_as_the_reference_does():
+    """The reference keeps any map with max > min, however small the span: no epsilon."""
+    maps = torch.tensor([[0.0, 1e-13, 3e-13, 4e-13]])
+    kept = postprocess.threshold_maps(maps, 0.5)[0]
+    assert kept.tolist() == [0, 0, maps[0, 2].item(), maps[0, 3].item()]       # raw values above 0.5 kept
+    np.testing.assert_allclose(postprocess.minmax(maps)[0].numpy(), [0, 0.25, 0.75, 1], rtol=1e-6)
 
 
 def test_minmax_guards_constant_channel():
