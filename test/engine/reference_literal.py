@@ -1,5 +1,7 @@
-"""A deliberately literal transcription of the reference PnP-OVSS steps (pnp_ovss_reference.md §1-5),
-written independently of the engine so the engine can be checked against it.
+"""A deliberately literal transcription of the reference PnP-OVSS steps (the authors' code,
+github.com/letitiabanana/PnP-OVSS: preprocessing, GradCAM, Salience Dropout, threshold, background, blur and
+DenseCRF, as listed in docs/deviations.md), written independently of the engine so the engine can be
+checked against it.
 
 Literal on purpose: full autograd through the whole model with loss.backward() and a hook that keeps the
 attention probabilities' gradient (as LAVIS did), numpy argsort for the patch choice, scipy's
