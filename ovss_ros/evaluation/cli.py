@@ -3,6 +3,7 @@
     ovss-eval --dataset toy --n 200                                  # embedded toy model, "tiny" preset
     ovss-eval --dataset voc --root VOCdevkit/VOC2012 --model Salesforce/blip-itm-large-flickr --preset paper
     ovss-eval --dataset ade20k --root ADEChallengeData2016 --presence gt --set dropout_rounds=2 --out out/ade
+    ovss-eval --dataset folder --root my_data --model M    # my_data/images/*.jpg, labels/*.png, classes.txt
 
 Writes <out>/<stem>.json and one per-class IoU bar chart PNG per protocol.
 """
@@ -22,7 +23,12 @@ from .runner import baselines, evaluate
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ovss-eval", description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", default="toy", choices=sorted(READERS))
-    ap.add_argument("--root", default=None, help="dataset folder in its standard layout (not for toy)")
+    ap.add_argument("--root", default=None, help="dataset folder in its standard layout (not for toy); for "
+                    "folder: images/*.{jpg,png}, labels/<stem>.png (pixel = class id, 0 = background, "
+                    "255 = ignored) and classes.txt (one name per line, line k = id k)")
+    ap.add_argument("--images", default=None, help="folder: image folder (default: ROOT/images)")
+    ap.add_argument("--labels", default=None, help="folder: label PNG folder (default: ROOT/labels)")
+    ap.add_argument("--classes-file", default=None, help="folder: class list (default: ROOT/classes.txt)")
     ap.add_argument("--split", default=None, help="dataset split (default: the validation split)")
     ap.add_argument("--world", default="pattern", choices=["pattern", "shape"], help="toy world kind")
     ap.add_argument("--n", type=int, default=200, help="toy world: number of held-out scenes")
@@ -47,24 +53,27 @@ def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     import torch
 
+    from ..model_loading import ModelLoadError
     from ..segmenter import Segmenter
     from ..toy_world import MODEL_DIR
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    kwargs = {"n": a.n, "world": a.world} if a.dataset == "toy" else ({"split": a.split} if a.split else {})
-    try:
-        dataset = open_dataset(a.dataset, a.root, **kwargs).limit(a.limit)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"ovss-eval: {exc}", file=sys.stderr)
-        return 2
+    if a.dataset == "toy":
+        kwargs = {"n": a.n, "world": a.world}
+    elif a.dataset == "folder":
+        kwargs = {"images": a.images, "labels": a.labels, "classes": a.classes_file}
+    else:
+        kwargs = {"split": a.split} if a.split else {}
     model = a.model or (str(MODEL_DIR) if a.dataset == "toy" else "Salesforce/blip-itm-large-flickr")
     preset = a.preset or ("tiny" if a.dataset == "toy" else "paper")
-    try:
-        overrides = parse_overrides(a.set)
-    except ValueError as exc:
-        raise SystemExit(f"--set: {exc}") from exc
-    seg = Segmenter.from_pretrained(model, preset=preset, device=a.device, **overrides)
+    try:   # bad data, parameters, model or vocabulary: one line, exit 2
+        dataset = open_dataset(a.dataset, a.root, **kwargs).limit(a.limit)
+        seg = Segmenter.from_pretrained(model, preset=preset, device=a.device, **parse_overrides(a.set))
+        seg.set_vocabulary(dataset.class_names)
+    except (OSError, ValueError, TypeError, ModelLoadError) as exc:
+        print(f"ovss-eval: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
     protocols = PROTOCOLS if a.protocol == "both" else (a.protocol,)
     res = evaluate(seg, dataset, presence=a.presence, progress=not a.no_progress, protocols=protocols)
     res["setup"] = {"dataset": a.dataset, "root": a.root, "model": model, "preset": preset,

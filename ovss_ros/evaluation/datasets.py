@@ -1,4 +1,5 @@
-"""Readers for the toy world and the standard layouts of five benchmarks, plus the two scoring protocols.
+"""Readers for the toy world, the standard layouts of five benchmarks and a user's own folder, plus the two
+scoring protocols.
 
 Every reader yields `Sample`s whose ground truth is in the segmenter's label space: 0 = background /
 unlabelled / "other", k = class_names[k - 1], 255 = void (VOC boundaries). `to_protocol` then maps ground
@@ -6,7 +7,7 @@ truth and prediction to the scored classes:
 
 - "standard" (mmseg practice): void ignored; on datasets without a background class (Pascal Context 59,
   ADE20K, COCO-Stuff) pixel 0 is ignored too and a predicted background is a miss.
-- "reference" (PnP-OVSS code, spec section 7): background is always class 0 and scored; void and
+- "reference" (the PnP-OVSS code's Calculate_mIoU.py): background is always class 0 and scored; void and
   "unlabelled" pixels count as background.
 """
 from __future__ import annotations
@@ -258,7 +259,59 @@ def rle_string_to_counts(s: str) -> list[int]:
     return counts
 
 
-READERS = {"toy": ToyWorld, "voc": PascalVOC, "context59": PascalContext59, "coco-object": COCOObject,
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+class Folder(Dataset):
+    """A user's own data: root/images/*.{jpg,jpeg,png}, root/labels/<image stem>.png (pixel = class id,
+    0 = background, 255 = ignored) and root/classes.txt (one class name per line, line k = id k). Each of the
+    three can be given elsewhere (`images`, `labels`, `classes`)."""
+    name = "folder"
+    background_is_class = True
+
+    def __init__(self, root=None, images=None, labels=None, classes=None):
+        if root is None and None in (images, labels, classes):
+            raise ValueError("dataset 'folder' needs --root, or all of --images, --labels and --classes-file")
+        base = Path(root) if root is not None else None
+        self.image_dir = _need(Path(images) if images else base / "images", "image folder")
+        self.label_dir = _need(Path(labels) if labels else base / "labels", "label folder")
+        self.class_names = read_class_list(_need(Path(classes) if classes else base / "classes.txt", "class list"))
+        paths = sorted(p for p in self.image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not paths:
+            raise FileNotFoundError(f"no .jpg/.jpeg/.png images in {self.image_dir}")
+        missing = [p.name for p in paths if not (self.label_dir / f"{p.stem}.png").is_file()]
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} image(s) without a label PNG in {self.label_dir}, e.g. "
+                                    f"{missing[0]} (expected {Path(missing[0]).stem}.png)")
+        self.items = paths
+
+    def load(self, path: Path) -> Sample:
+        rgb, gt = _rgb(path), _index_png(self.label_dir / f"{path.stem}.png")
+        if gt.shape != rgb.shape[:2]:
+            raise ValueError(f"{path.name}: label is {gt.shape[1]}x{gt.shape[0]}, image {rgb.shape[1]}x{rgb.shape[0]}")
+        unknown = sorted(set(np.unique(gt).tolist()) - set(range(len(self.class_names) + 1)) - {VOID})
+        if unknown:
+            raise ValueError(f"{path.stem}.png: label id(s) {unknown[:5]} are not in the class list "
+                             f"(ids 1..{len(self.class_names)}, 0 = background, {VOID} = ignored)")
+        return Sample(path.stem, rgb, gt.astype(np.uint8))
+
+
+def read_class_list(path: Path) -> tuple:
+    """One class name per line; line k is label id k. Trailing blank lines are fine, inner ones are not
+    (they would shift every id after them)."""
+    lines = [ln.strip() for ln in path.read_text().splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    if not lines:
+        raise ValueError(f"{path}: no class names")
+    if "" in lines:
+        raise ValueError(f"{path}: line {lines.index('') + 1} is empty (line k names class id k)")
+    if len(lines) >= VOID:
+        raise ValueError(f"{path}: {len(lines)} classes, but ids stop at {VOID - 1} ({VOID} = ignored)")
+    return tuple(lines)
+
+
+READERS = {"folder": Folder, "toy": ToyWorld, "voc": PascalVOC, "context59": PascalContext59, "coco-object": COCOObject,
            "coco-stuff": COCOStuff, "ade20k": ADE20K}
 
 
@@ -267,6 +320,8 @@ def open_dataset(name: str, root: Optional[str] = None, **kwargs) -> Dataset:
         raise ValueError(f"unknown dataset {name!r}: expected one of {sorted(READERS)}")
     if name == "toy":
         return ToyWorld(**kwargs)
+    if name == "folder":
+        return Folder(root, **kwargs)
     if root is None:
         raise ValueError(f"dataset {name!r} needs --root (its folder in the standard layout)")
     return READERS[name](root, **kwargs)

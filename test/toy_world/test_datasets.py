@@ -135,3 +135,54 @@ def test_missing_folders_and_unknown_names_are_clear_errors(tmp_path):
     with pytest.raises(ValueError):
         open_dataset("voc", None)
     assert len(cn.COCO_STUFF_IDS) == 171
+
+
+# -- a user's own folder ---------------------------------------------------------------------------------
+def _own_folder(root, classes="dog\ncat\n\n"):
+    _jpg(root / "images/a.jpg")
+    img = np.zeros((6, 8, 3), np.uint8)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(root / "images/b.PNG")
+    (root / "images/notes.txt").write_text("not an image")
+    _png(root / "labels/a.png", _label([0, 1, 2, 255]))
+    _png(root / "labels/b.png", _label([2, 2]))
+    (root / "classes.txt").write_text(classes)
+    return root
+
+
+def test_folder_reads_images_labels_and_class_list(tmp_path):
+    ds = open_dataset("folder", str(_own_folder(tmp_path / "mine")))
+    assert ds.class_names == ("dog", "cat") and ds.background_is_class and len(ds) == 2
+    a, b = list(ds)
+    assert (a.name, b.name) == ("a", "b") and a.rgb.shape == (6, 8, 3)
+    assert set(np.unique(a.gt)) == {0, 1, 2, 255} and set(np.unique(b.gt)) == {0, 2}
+
+
+def test_folder_paths_can_be_given_one_by_one(tmp_path):
+    root = _own_folder(tmp_path / "mine")
+    (tmp_path / "names.txt").write_text("person\ncar\n")
+    ds = open_dataset("folder", None, images=str(root / "images"), labels=str(root / "labels"),
+                      classes=str(tmp_path / "names.txt"))
+    assert ds.class_names == ("person", "car") and len(ds) == 2
+    with pytest.raises(ValueError, match="--root"):
+        open_dataset("folder", None, images=str(root / "images"))
+
+
+@pytest.mark.parametrize("classes,match", [("dog\n\ncat\n", "line 2 is empty"), ("\n", "no class names"),
+                                           ("".join(f"c{i}\n" for i in range(255)), "ids stop at 254")])
+def test_folder_class_list_problems(tmp_path, classes, match):
+    with pytest.raises(ValueError, match=match):
+        open_dataset("folder", str(_own_folder(tmp_path / "mine", classes)))
+
+
+def test_folder_missing_label_and_unknown_ids(tmp_path):
+    root = _own_folder(tmp_path / "mine")
+    (root / "labels/b.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"without a label PNG.*b\.PNG \(expected b\.png\)"):
+        open_dataset("folder", str(root))
+    _png(root / "labels/b.png", _label([7]))
+    with pytest.raises(ValueError, match=r"label id\(s\) \[7\] are not in the class list"):
+        list(open_dataset("folder", str(root)))
+    (root / "classes.txt").unlink()
+    with pytest.raises(FileNotFoundError, match="class list not found"):
+        open_dataset("folder", str(root))

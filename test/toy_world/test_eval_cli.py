@@ -40,6 +40,38 @@ def test_voc_layout_through_the_cli(tmp_path, random_toy_dir):
     assert len(res["standard"]["per_class_iou"]) == 21
 
 
+def test_own_folder_through_the_cli(tmp_path, random_toy_dir, capsys):
+    from ovss_ros.toy_world.world import class_names, make_scene, scene_seed
+
+    root = tmp_path / "mine"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    names = class_names("pattern")
+    for i in range(2):                          # toy scenes as a user's own data: jpg/png + label PNGs
+        scene = make_scene(scene_seed("heldout", i), "pattern")
+        Image.fromarray(scene.rgb).save(root / "images" / (f"s{i}.jpg" if i else f"s{i}.png"))
+        Image.fromarray(scene.labels.astype(np.uint8)).save(root / "labels" / f"s{i}.png")
+    (root / "classes.txt").write_text("\n".join(names) + "\n")
+    out = tmp_path / "out"
+    assert main(["--dataset", "folder", "--root", str(root), "--model", str(random_toy_dir), "--preset", "tiny",
+                 "--out", str(out), "--no-progress", "--presence", "gt", "--set", "postprocess=none"]) == 0
+    res = json.loads((out / "folder_gt.json").read_text())
+    assert res["images"] == 2 and list(res["standard"]["per_class_iou"]) == ["background", *names]
+    assert res["presence"]["recall"] == 1.0
+    (root / "classes.txt").write_text("zebra\n")          # a class the model cannot read: one line, status 2
+    assert main(["--dataset", "folder", "--root", str(root), "--model", str(random_toy_dir), "--preset", "tiny",
+                 "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ovss-eval: error: ") and "zebra" in err and err.count("\n") == 1
+
+
+def test_bad_parameter_is_one_line(tmp_path, random_toy_dir, capsys):
+    assert main(["--dataset", "toy", "--n", "1", "--model", str(random_toy_dir), "--set", "threshold=abc",
+                 "--out", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ovss-eval: error: threshold='abc'") and err.count("\n") == 1
+
+
 def test_missing_dataset_is_a_clean_error(tmp_path, capsys):
     assert main(["--dataset", "ade20k", "--root", str(tmp_path / "none"), "--no-progress"]) == 2
     assert "not found" in capsys.readouterr().err
