@@ -1,0 +1,50 @@
+"""Imports flow one way: engine <- toy_world <- evaluation <- ros <- demo (each may use those before it only).
+Checked on the source (every import statement, top-level or inside a function), so a lazy import cannot
+hide a cycle."""
+import ast
+from pathlib import Path
+
+import ovss_ros
+
+PKG = Path(ovss_ros.__file__).parent
+LAYERS = ["engine", "toy_world", "evaluation", "ros", "demo"]       # low to high
+
+
+def _layer(module: str) -> str:
+    part = module.split(".")[1] if module.startswith("ovss_ros.") else ""
+    return part if part in LAYERS else "engine"
+
+
+def _imports(path: Path, module: str):
+    pkg = module.rsplit(".", 1)[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names if a.name.startswith("ovss_ros"))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = pkg.rsplit(".", node.level - 1)[0] if node.level > 1 else pkg
+                target = f"{base}.{node.module}" if node.module else base
+                yield from ([target] if node.module else [f"{base}.{a.name}" for a in node.names])
+            elif node.module and node.module.startswith("ovss_ros"):
+                yield node.module
+
+
+def test_every_subpackage_has_a_layer():
+    subpackages = {p.parent.name for p in PKG.glob("*/__init__.py")}
+    assert subpackages <= set(LAYERS), f"add {sorted(subpackages - set(LAYERS))} to LAYERS"
+
+
+def test_no_module_imports_a_higher_layer():
+    wrong = []
+    for path in PKG.rglob("*.py"):
+        rel = path.relative_to(PKG.parent).with_suffix("")
+        module = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        if rel.name == "__init__":
+            module += ".__init__"
+        mine = LAYERS.index(_layer(module))
+        for target in _imports(path, module):
+            if target.startswith("ovss_ros.msg") or target.startswith("ovss_ros.srv"):
+                continue                                    # generated ROS interfaces
+            if LAYERS.index(_layer(target)) > mine:
+                wrong.append(f"{module} imports {target}")
+    assert not wrong, wrong
