@@ -8,21 +8,6 @@ import torch
 from .prompts import PromptBatch
 
 
-def text_layers(model, layer: Union[int, str]) -> list[int]:
-    n = model.config.text_config.num_hidden_layers
-    if layer == "all":
-        return list(range(n))
-    if not 0 <= int(layer) < n:
-        raise ValueError(f"gradcam_layer={layer} but the text encoder has {n} layers (0..{n - 1})")
-    return [int(layer)]
-
-
-def check_head(model, head: Union[int, str]) -> None:
-    n = model.config.text_config.num_attention_heads
-    if head != "mean" and not 0 <= int(head) < n:
-        raise ValueError(f"gradcam_head={head} but the cross-attention has {n} heads (0..{n - 1})")
-
-
 def share_image_projections(model) -> None:
     """Compute cross-attention keys/values of the image tokens once per batch of captions.
 

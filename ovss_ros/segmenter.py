@@ -13,22 +13,11 @@ from . import class_presence, gradcam, postprocess, salience_dropout
 from .config import PRESETS, SegmenterConfig, make_config
 from .image_io import preprocess, to_rgb_uint8
 from .model_loading import DEFAULT_MODEL, LoadedModel, load_blip, wrap_blip
-from .prompts import PromptBatch, VocabularyError, build_prompts, enc_token_id, normalize_vocabulary
+from .model_check import ModelCheck
+from .prompts import PromptBatch, VocabularyError
 from .result import SegmentationResult
 
 _PROMPT_FIELDS = {"prompt_template", "prompt_mode", "gradcam_rows", "max_classes", "max_class_name_length"}
-
-
-def check_against_model(loaded: LoadedModel, cfg: SegmenterConfig) -> SegmenterConfig:
-    """What only the model can tell: layer and head exist, the input size fits the patch grid."""
-    model = loaded.model
-    gradcam.text_layers(model, cfg.gradcam_layer)
-    gradcam.check_head(model, cfg.gradcam_head)
-    size = cfg.image_size or loaded.native_image_size
-    if size % model.config.vision_config.patch_size:
-        raise ValueError(f"image_size={size} is not a multiple of the patch size "
-                         f"{model.config.vision_config.patch_size}")
-    return cfg
 
 
 def _config_or_none(preset: str, overrides: dict) -> Optional[SegmenterConfig]:
@@ -38,9 +27,9 @@ def _config_or_none(preset: str, overrides: dict) -> Optional[SegmenterConfig]:
         return None
 
 
-def _fits(loaded: LoadedModel, cfg: Optional[SegmenterConfig]) -> bool:
+def _fits(check: ModelCheck, cfg: Optional[SegmenterConfig]) -> bool:
     try:
-        return cfg is not None and check_against_model(loaded, cfg) is cfg
+        return cfg is not None and check.check_config(cfg) is cfg
     except ValueError:
         return False
 
@@ -67,8 +56,7 @@ class Segmenter:
         self.model = loaded.model
         self.device = loaded.device
         gradcam.share_image_projections(self.model)
-        self._enc_id = enc_token_id(loaded.tokenizer, self.model.config.text_config.vocab_size)
-        self._max_tokens = int(self.model.config.text_config.max_position_embeddings)
+        self.check = ModelCheck.from_loaded(loaded)   # every check of settings and vocabularies
         self._vocab: tuple[str, ...] = ()
         self._presence_prompts: Optional[PromptBatch] = None
         self._single_cache: "OrderedDict[tuple, PromptBatch]" = OrderedDict()
@@ -105,7 +93,8 @@ class Segmenter:
         try:
             return cls(loaded, config)
         except ValueError as exc:        # the preset does not fit this model: name one that does
-            fits = [p for p in PRESETS if p != preset and _fits(loaded, _config_or_none(p, overrides))]
+            check = ModelCheck.from_loaded(loaded)
+            fits = [p for p in PRESETS if p != preset and _fits(check, _config_or_none(p, overrides))]
             if not fits:
                 raise
             raise ValueError(f"{exc}; the `{fits[0]}` preset fits this model") from exc
@@ -116,7 +105,7 @@ class Segmenter:
         return self._config
 
     def _checked(self, cfg: SegmenterConfig) -> SegmenterConfig:
-        return check_against_model(self.loaded, cfg.validate())
+        return self.check.check_config(cfg)
 
     def update_config(self, **changes) -> SegmenterConfig:
         """Change engine parameters at run time; the text cache is rebuilt only if prompts change."""
@@ -137,14 +126,7 @@ class Segmenter:
         return self._vocab
 
     def set_vocabulary(self, classes: Sequence[str]) -> tuple[str, ...]:
-        cfg = self._config
-        names = normalize_vocabulary(classes, cfg.max_classes, cfg.max_class_name_length)
-        limit = self._max_tokens
-        presence = build_prompts(self.loaded.tokenizer, names, cfg.prompt_template, per_class=True,
-                                 first_rows=cfg.gradcam_rows == "first_token", enc_id=self._enc_id,
-                                 max_length=limit)
-        if cfg.prompt_mode == "single":   # fail now, not on the first frame, if the full caption is unusable
-            build_prompts(self.loaded.tokenizer, names, cfg.prompt_template, False, False, self._enc_id, limit)
+        names, presence = self.check.prompts(classes, self._config)   # VocabularyError names the problem
         self._presence_prompts = presence.to(self.device)
         self._single_cache.clear()
         self._vocab = names
@@ -162,8 +144,7 @@ class Segmenter:
         key = tuple(selected)
         if key not in self._single_cache:
             names = [self._vocab[i] for i in selected]
-            self._single_cache[key] = build_prompts(self.loaded.tokenizer, names, cfg.prompt_template, False,
-                                                    False, self._enc_id, self._max_tokens).to(self.device)
+            self._single_cache[key] = self.check.single_caption(names, cfg).to(self.device)
             if len(self._single_cache) > 64:
                 self._single_cache.popitem(last=False)
         self._single_cache.move_to_end(key)
@@ -248,7 +229,7 @@ class Segmenter:
     def _salience_maps(self, embeds0, x, prompts: PromptBatch, grid: int, ps: int, watch) -> torch.Tensor:
         """GradCAM over `dropout_rounds` Salience Dropout passes, accumulated -> [C, N]."""
         cfg, model = self._config, self.model
-        layers = gradcam.text_layers(model, cfg.gradcam_layer)
+        layers = self.check.layers(cfg.gradcam_layer)
         n = grid * grid
         k = salience_dropout.patches_per_round(grid, cfg.drop_patches, cfg.drop_fraction)
         dropped = torch.zeros(0, dtype=torch.long, device=self.device)
