@@ -1,12 +1,25 @@
-"""sensor_msgs Image / CompressedImage <-> numpy, without cv_bridge (binary cv_bridge breaks on NumPy 2 and is
-absent from the PyPI wheels). Every malformed input becomes a BadFrame whose message says what is wrong."""
+"""sensor_msgs Image / CompressedImage <-> numpy. Every malformed input becomes a BadFrame whose message says
+what is wrong, and nothing is decoded before its size is known to be within the limit.
+
+Raw images are converted with cv_bridge where it imports (robots with apt ROS), after this module's own
+checks; elsewhere (the PyPI wheels have no cv_bridge, and binary cv_bridge breaks on NumPy 2) with the small
+converter below. Compressed frames are read with Pillow: its header parse gives the size before any pixel
+is decoded, and its errors are exceptions, not lines on stderr."""
 from __future__ import annotations
 
 import array
+import io
+import warnings
 
-import cv2
 import numpy as np
+from PIL import Image as PILImage
 from sensor_msgs.msg import Image
+
+try:
+    from cv_bridge import CvBridge
+    BRIDGE = CvBridge()
+except Exception:   # noqa: BLE001 - absent, or a binary build that does not load with this NumPy
+    BRIDGE = None
 
 # encoding -> (numpy dtype, channels, channel order)
 ENCODINGS = {
@@ -38,9 +51,11 @@ def _to_uint8_rgb(pixels: np.ndarray, order: str) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
-def image_to_rgb(msg: Image, max_pixels: int = 4096 * 4096) -> np.ndarray:
+def image_to_rgb(msg: Image, max_pixels: int = 4096 * 4096, bridge=BRIDGE) -> np.ndarray:
     """H x W x 3 uint8 RGB from a raw Image; checks encoding, size, step and data length first."""
     pixels = image_to_array(msg, max_pixels)          # validates the encoding first
+    if bridge is not None:
+        return np.ascontiguousarray(bridge.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
     return _to_uint8_rgb(pixels, ENCODINGS[msg.encoding][2])
 
 
@@ -73,22 +88,40 @@ def image_to_array(msg: Image, max_pixels: int = 4096 * 4096) -> np.ndarray:
 
 
 def compressed_to_rgb(msg, max_pixels: int = 4096 * 4096) -> np.ndarray:
-    """H x W x 3 uint8 RGB from a CompressedImage (jpeg, png, anything OpenCV decodes)."""
-    data = np.frombuffer(msg.data, dtype=np.uint8)
-    if data.size == 0:
+    """H x W x 3 uint8 RGB from a CompressedImage (jpeg, png, anything Pillow reads). The size comes from
+    the header and is checked before decoding: a 100 kB PNG can claim 30000 x 30000 pixels."""
+    data = bytes(msg.data)
+    if not data:
         raise BadFrame("compressed", "compressed frame has no data")
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise BadFrame("compressed", f"cannot decode compressed frame (format {msg.format!r}, {data.size} bytes)")
-    if bgr.shape[0] * bgr.shape[1] > max_pixels:
-        raise BadFrame("size", f"decoded image of {bgr.shape[1]} x {bgr.shape[0]} pixels exceeds the limit "
-                               f"of {max_pixels} pixels (max_image_pixels)")
-    return np.ascontiguousarray(bgr[:, :, ::-1])
+    what = f"compressed frame (format {msg.format!r}, {len(data)} bytes)"
+    try:
+        with warnings.catch_warnings():   # Pillow's own bomb warning: the limit below is the node's
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+            img = PILImage.open(io.BytesIO(data))
+    except PILImage.DecompressionBombError as exc:
+        raise BadFrame("size", f"{what} claims more pixels than any camera: {exc}; not decoded") from None
+    except Exception as exc:   # noqa: BLE001 - Pillow raises several types for unreadable headers
+        raise BadFrame("compressed", f"cannot decode {what}: not an image format Pillow knows "
+                                     f"({type(exc).__name__})") from None
+    w, h = img.size
+    if w * h > max_pixels:
+        raise BadFrame("size", f"{what} is {w} x {h} pixels, over the limit of {max_pixels} pixels "
+                               "(max_image_pixels); not decoded")
+    try:
+        img.load()
+        if img.mode.startswith("I;16"):   # 16-bit grey: to 8 bits like the raw path's mono16
+            grey = np.asarray(img).astype(np.uint32)
+            return np.repeat((((grey + 128) // 257).astype(np.uint8))[:, :, None], 3, axis=2)
+        return np.ascontiguousarray(np.asarray(img if img.mode == "RGB" else img.convert("RGB")))
+    except Exception as exc:   # noqa: BLE001 - truncated or corrupt data
+        raise BadFrame("compressed", f"cannot decode {what}: {type(exc).__name__}: {exc}") from None
 
 
-def array_to_image(pixels: np.ndarray, encoding: str, header=None) -> Image:
-    """Image message from a C-contiguous array: mono8/mono16 (H x W) or rgb8 (H x W x 3)."""
+def array_to_image(pixels: np.ndarray, encoding: str, header=None, bridge=BRIDGE) -> Image:
+    """Image message from an array: mono8/mono16 (H x W) or rgb8 (H x W x 3)."""
     pixels = np.ascontiguousarray(pixels)
+    if bridge is not None:
+        return bridge.cv2_to_imgmsg(pixels, encoding=encoding, header=header)
     msg = Image()
     if header is not None:
         msg.header = header

@@ -85,3 +85,52 @@ def test_array_to_image_round_trip(pixels, encoding):
     assert msg.step == 16 * pixels.itemsize * (3 if pixels.ndim == 3 else 1)
     back = np.frombuffer(bytes(msg.data), dtype="<u2" if encoding == "mono16" else np.uint8)
     assert np.array_equal(back.reshape(pixels.shape), pixels)
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A well-formed PNG whose header claims width x height grey pixels (data for one row only)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * (width + 1)))
+            + chunk(b"IEND", b""))
+
+
+def test_compressed_frame_size_is_checked_before_decoding(capfd):
+    import io
+
+    from PIL import Image as PILImage
+
+    bomb = CompressedImage(format="png", data=png_claiming(30000, 30000))   # 100 bytes that claim 900 MB
+    with pytest.raises(BadFrame) as info:
+        compressed_to_rgb(bomb, max_pixels=4096 * 4096)
+    assert info.value.kind == "size" and "not decoded" in str(info.value)
+    ok = io.BytesIO()
+    PILImage.fromarray(scene(20, 30)).save(ok, "PNG")
+    broken = CompressedImage(format="png", data=ok.getvalue()[:60])      # valid header, truncated data
+    with pytest.raises(BadFrame) as info:
+        compressed_to_rgb(broken, max_pixels=10**10)
+    assert info.value.kind == "compressed"
+    out = capfd.readouterr()
+    assert out.err == "" and out.out == ""                          # no libpng/OpenCV lines beside ours
+    assert np.array_equal(compressed_to_rgb(CompressedImage(format="png", data=ok.getvalue())), scene(20, 30))
+
+
+@pytest.mark.skipif(__import__("ovss_ros.ros.image_codec", fromlist=["BRIDGE"]).BRIDGE is None,
+                    reason="cv_bridge does not import here (apt ROS only; the own converter is tested above)")
+def test_cv_bridge_path_gives_what_the_own_converter_gives():
+    from ovss_ros.ros.image_codec import BRIDGE
+
+    rgb = scene(30, 40)
+    rows = np.zeros((30, 128), np.uint8)
+    rows[:, :120] = rgb.reshape(30, 120)
+    msgs = [image_msg(rgb, "rgb8", 1), image_msg(rgb[:, :, ::-1], "bgr8", 1), image_msg(rgb[:, :, 0], "mono8", 1),
+            image_msg(np.dstack([rgb, rgb[:, :, :1]]), "rgba8", 1), raw_image(rows.tobytes(), "rgb8", 30, 40, 128, 1)]
+    for msg in msgs:
+        assert np.array_equal(image_to_rgb(msg, bridge=BRIDGE), image_to_rgb(msg, bridge=None)), msg.encoding
+    labels = (rgb[:, :, 0] // 64).astype(np.uint8)
+    ours, theirs = array_to_image(labels, "mono8", bridge=None), array_to_image(labels, "mono8", bridge=BRIDGE)
+    assert (theirs.encoding, theirs.step, bytes(theirs.data)) == (ours.encoding, ours.step, bytes(ours.data))
