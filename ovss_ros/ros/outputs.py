@@ -32,7 +32,15 @@ def overlay_image(rgb: np.ndarray, labels: np.ndarray, class_names: Sequence[str
     return array_to_image(overlay(rgb, labels, class_names, alpha=alpha, legend=True), "rgb8", header)
 
 
+def class_score_image(score: np.ndarray, header):
+    """mono8, 0..255 = one class's score 0..1 at every pixel (not only where it wins)."""
+    return array_to_image(np.round(np.clip(score, 0, 1) * 255).astype(np.uint8), "mono8", header)
+
+
 def masks_message(result, header, version: int) -> SegmentationMasks:
+    """One score image per segmented class. A binary mask would repeat the label image (labels == id); the
+    scores carry what it cannot: how strongly each class claims every pixel, also where another class won
+    (per-class thresholds, soft costs)."""
     msg = SegmentationMasks()
     msg.header = header
     msg.vocabulary_version = int(version)
@@ -40,7 +48,7 @@ def masks_message(result, header, version: int) -> SegmentationMasks:
     msg.class_ids = ids
     msg.class_names = [result.class_names[i - 1] for i in ids]
     msg.presence = [float(result.presence[i - 1]) for i in ids]
-    msg.masks = [array_to_image((result.labels == i).astype(np.uint8) * 255, "mono8", header) for i in ids]
+    msg.masks = [class_score_image(result.class_maps[k], header) for k in range(len(ids))]
     return msg
 
 

@@ -76,7 +76,8 @@ def write_bag(path, storage, frames=4, period_ns=10**8, image_topic="/cam/image_
     from sensor_msgs.msg import CompressedImage
     from std_msgs.msg import String
 
-    from ovss_ros.ros.bag_io import open_writer, typestore
+    from ovss_ros.bag_types import typestore
+    from ovss_ros.ros.bag_io import open_writer
 
     store = typestore()
     with open_writer(str(path), storage) as w:
@@ -93,3 +94,62 @@ def write_bag(path, storage, frames=4, period_ns=10**8, image_topic="/cam/image_
                 c.header.stamp, c.header.frame_id = msg.header.stamp, "cam2_frame"
                 w.write(comp, t + 1, serialize_message(c))
                 w.write(note, t + 2, serialize_message(String(data=f"note {i}")))
+
+
+def parameter_value(value):
+    """A python value as an rcl_interfaces ParameterValue (lists are string arrays)."""
+    from rcl_interfaces.msg import ParameterType, ParameterValue
+
+    if isinstance(value, list):
+        return ParameterValue(type=ParameterType.PARAMETER_STRING_ARRAY, string_array_value=value)
+    if isinstance(value, bool):
+        return ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
+    if isinstance(value, int):
+        return ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
+    if isinstance(value, float):
+        return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
+    return ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+
+
+def set_params(probe, node: str, atomically: bool = False, **values):
+    """Set parameters of `node` (its full name) through its services; one result (atomic) or one per value."""
+    from rcl_interfaces.msg import Parameter
+    from rcl_interfaces.srv import SetParameters, SetParametersAtomically
+
+    params = [Parameter(name=k, value=parameter_value(v)) for k, v in values.items()]
+    if atomically:
+        return probe.call(SetParametersAtomically, f"{node}/set_parameters_atomically",
+                          SetParametersAtomically.Request(parameters=params)).result
+    return probe.call(SetParameters, f"{node}/set_parameters", SetParameters.Request(parameters=params)).results
+
+
+def get_param(probe, node: str, name: str):
+    from rcl_interfaces.srv import GetParameters
+
+    return probe.call(GetParameters, f"{node}/get_parameters", GetParameters.Request(names=[name])).values[0]
+
+
+def change_state(probe, node: str, transition_id: int) -> bool:
+    from lifecycle_msgs.srv import ChangeState
+
+    lifecycle_state(probe, node)   # connects first: a change must not be sent twice
+    req = ChangeState.Request()
+    req.transition.id = transition_id
+    return probe.call(ChangeState, f"{node}/change_state", req, timeout=120, attempts=1).success
+
+
+def lifecycle_state(probe, node: str) -> int:
+    from lifecycle_msgs.srv import GetState
+
+    return probe.call(GetState, f"{node}/get_state", GetState.Request(), timeout=60).current_state.id
+
+
+def assert_scores_agree_with_labels(masks, labels):
+    """Each mask is its class's score; where a class is the label, no other class scores higher (one step
+    of mono8 rounding aside), so the masks carry the label image and more."""
+    scores = np.stack([to_array(m).astype(int) for m in masks.masks])
+    for k, cid in enumerate(masks.class_ids):
+        where = labels == cid
+        if where.any():
+            assert (scores[k][where] + 1 >= scores[:, where].max(axis=0)).all()
+            assert scores[k][where].max() > 0

@@ -1,14 +1,13 @@
 """Result -> messages: label encodings (mono16 above 254 classes), masks agree with labels, class map ids
 and colours, LabelInfo where vision_msgs exists."""
-from types import SimpleNamespace
-
 import numpy as np
+import pytest
 from std_msgs.msg import Header
 
 from ovss_ros.result import SegmentationResult
 from ovss_ros.ros import outputs
 from ovss_ros.visualize import class_color
-from rostest_helpers import stamp, to_array
+from rostest_helpers import assert_scores_agree_with_labels, stamp, to_array
 
 
 def result(n_classes, labels):
@@ -16,8 +15,9 @@ def result(n_classes, labels):
     ids = np.unique(labels[labels > 0]).astype(np.int64)
     present = np.zeros(n_classes, bool)
     present[ids - 1] = True
+    scores = np.stack([np.where(labels == i, 0.9, 0.2 + 0.1 * k) for k, i in enumerate(ids)]).astype(np.float32)
     return SegmentationResult(labels, names, np.linspace(0, 1, n_classes, dtype=np.float32), present, ids,
-                              np.zeros((len(ids),) + labels.shape, np.float32), np.full(labels.shape, 0.5, np.float32))
+                              scores, np.full(labels.shape, 0.5, np.float32))
 
 
 def header():
@@ -37,8 +37,10 @@ def test_masks_and_class_map_agree_with_labels():
     masks = outputs.masks_message(res, header(), version=3)
     assert list(masks.class_ids) == [2, 3] and list(masks.class_names) == ["class 1", "class 2"]
     assert np.allclose(masks.presence, [res.presence[1], res.presence[2]]) and masks.vocabulary_version == 3
-    for cid, m in zip(masks.class_ids, masks.masks):
-        assert m.header.frame_id == "cam" and np.array_equal(to_array(m), (labels == cid) * 255)
+    for k, (cid, m) in enumerate(zip(masks.class_ids, masks.masks)):   # each class's score, everywhere
+        assert m.header.frame_id == "cam" and m.encoding == "mono8"
+        assert np.array_equal(to_array(m), np.round(res.class_maps[k] * 255).astype(np.uint8))
+    assert_scores_agree_with_labels(masks, labels)
     cmap = outputs.class_map_message(res.class_names, 3, header(), 0.4, "m")
     assert [c.class_id for c in cmap.classes] == [1, 2, 3, 4]
     assert all((c.r, c.g, c.b) == class_color(c.class_name) for c in cmap.classes)
@@ -47,11 +49,8 @@ def test_masks_and_class_map_agree_with_labels():
     assert conf.encoding == "mono8" and set(to_array(conf).ravel()) == {128}
 
 
-def test_label_info_when_vision_msgs_is_available(monkeypatch):
-    if outputs.LabelInfo is None:   # stand-ins with the vision_msgs fields, so the mapping is still checked
-        monkeypatch.setattr(outputs, "LabelInfo", lambda: SimpleNamespace(header=None, class_map=[], threshold=0.0))
-        monkeypatch.setattr(outputs, "VisionClass", lambda class_id, class_name: SimpleNamespace(
-            class_id=class_id, class_name=class_name))
+@pytest.mark.skipif(outputs.LabelInfo is None, reason="vision_msgs is not installed (apt ROS only, not on PyPI)")
+def test_label_info_when_vision_msgs_is_available():
     info = outputs.label_info_message(["a", "b"], header(), 0.5)
     assert [(c.class_id, c.class_name) for c in info.class_map] == [(0, "background"), (1, "a"), (2, "b")]
     assert info.threshold == 0.5 and info.header.frame_id == "cam"
