@@ -14,12 +14,13 @@ def _reliability(name: str) -> ReliabilityPolicy:
 
 
 def inputs(reliability: str = "best_effort", depth: int = 1) -> QoSProfile:
-    """Camera subscriptions: best effort matches reliable and best-effort publishers; depth 1 = newest only."""
+    """Camera readers: depth 1 = DDS keeps only the newest frame."""
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(1, int(depth)),
                       reliability=_reliability(reliability), durability=DurabilityPolicy.VOLATILE)
 
 
 def outputs(reliability: str = "reliable", depth: int = 1) -> QoSProfile:
+    """Per-frame outputs; users override them with qos_overrides.<topic>.publisher.* parameters."""
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(1, int(depth)),
                       reliability=_reliability(reliability), durability=DurabilityPolicy.VOLATILE)
 
@@ -29,6 +30,6 @@ def reliable(depth: int = 1) -> QoSProfile:
 
 
 def latched() -> QoSProfile:
-    """Class map and vocabulary: the last value reaches late joiners."""
+    """Class map, LabelInfo and vocabulary: the last value reaches late joiners."""
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
