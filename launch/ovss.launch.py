@@ -11,7 +11,7 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
 
 from ovss_ros.ros.launch_logic import node_parameter_overrides, node_remappings, rviz_config, split_list
 
@@ -40,10 +40,12 @@ def _nodes(context):
     sim = arg["use_sim_time"].lower() in ("true", "1", "yes")
     overrides = node_parameter_overrides(arg["model"], arg["device"], arg["preset"], arg["vocabulary"], cameras,
                                          arg["input_transport"], sim)
-    node = Node(package="ovss_ros", executable="ovss_node", name="ovss_node", namespace=arg["namespace"],
-                parameters=[arg["params_file"], overrides],
-                remappings=node_remappings(cameras, topics, arg["input_transport"] or "raw"),
-                arguments=["--ros-args", "--log-level", arg["log_level"]], output="screen", emulate_tty=True)
+    # a lifecycle node: it configures and activates itself (autostart), or a lifecycle manager drives it
+    node = LifecycleNode(package="ovss_ros", executable="ovss_node", name="ovss_node", namespace=arg["namespace"],
+                         parameters=[arg["params_file"], overrides],
+                         remappings=node_remappings(cameras, topics, arg["input_transport"] or "raw"),
+                         arguments=["--ros-args", "--log-level", arg["log_level"]], output="screen",
+                         emulate_tty=True)
     with open(arg["rviz_config"]) as f:
         text = rviz_config(f.read(), arg["namespace"], cameras[0] if cameras else "", topics[0] if topics else "")
     rviz_file = os.path.join(tempfile.mkdtemp(prefix="ovss_rviz_"), "ovss.rviz")

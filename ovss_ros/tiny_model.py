@@ -17,7 +17,7 @@ def word_tokenizer(words: Iterable[str], vocab_size: Optional[int] = None):
     """A word-level BERT-style fast tokenizer (lower-cased, punctuation split) that knows "[ENC]".
 
     Built with `tokenizers` directly: BertTokenizerFast(vocab_file=...) silently ignores the file in
-    transformers 5.x (toy_world_notes.md).
+    transformers 5.x (docs/toy_world.md).
     """
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import BertTokenizerFast

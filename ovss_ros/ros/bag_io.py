@@ -10,7 +10,6 @@ from typing import Iterable, Optional
 
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
-from ..bag_types import typestore  # noqa: F401  (the package's one typestore; the bag tools take it from here)
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 STORAGE = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}

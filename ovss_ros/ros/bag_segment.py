@@ -11,9 +11,10 @@ import time
 
 from rclpy.serialization import deserialize_message, serialize_message
 
+from ..bag_types import typestore
 from . import outputs
 from .bag_io import (Reader, copy_connection, detect_storage, image_connections, message_class, open_writer,
-                     output_namespace, typestore)
+                     output_namespace)
 from .image_codec import BadFrame, compressed_to_rgb, image_to_rgb
 from .vocabulary import parse_vocabulary_text
 

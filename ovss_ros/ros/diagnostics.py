@@ -1,7 +1,12 @@
-"""The node's /diagnostics message: device, model, vocabulary, per-camera rates, drops and stage latencies."""
+"""The node's /diagnostics message: device, model, vocabulary, per-camera rates, drops and stage latencies.
+
+Levels describe now, not history: a camera is WARN while bad or stale frames arrived in the recent window
+(or nothing arrived at all while active), ERROR while frames fail inside the engine; totals stay in the
+values."""
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
@@ -12,16 +17,11 @@ def _kv(key: str, value) -> KeyValue:
     return KeyValue(key=key, value=str(value))
 
 
-def build(stamp, node_name: str, state: str, engine: dict, cameras: dict, latency: dict) -> DiagnosticArray:
-    """engine: device, model, preset, vocabulary_version, vocabulary, error (optional).
-    cameras: name -> dict of counters (received, dropped, processed, stale, bad, input_hz, output_hz, age_s).
-    latency: stage -> mean seconds."""
-    arr = DiagnosticArray()
-    arr.header.stamp = stamp
-    main = DiagnosticStatus(name=f"{node_name}: segmentation", hardware_id=str(engine.get("device", "")))
-    values = [_kv("state", state)] + [_kv(k, v) for k, v in engine.items() if k != "error"]
-    values += [_kv(f"latency_ms.{k}", v * 1000.0) for k, v in sorted(latency.items())]
-    main.values = values
+def engine_status(name: str, state: str, engine: dict, latency: dict) -> DiagnosticStatus:
+    """engine: device, model, preset, vocabulary_version, vocabulary, ..., error (None or the reason)."""
+    main = DiagnosticStatus(name=f"{name}: segmentation", hardware_id=str(engine.get("device", "")))
+    main.values = ([_kv("state", state)] + [_kv(k, v) for k, v in engine.items() if k != "error"]
+                   + [_kv(f"latency_ms.{k}", v * 1000.0) for k, v in sorted(latency.items())])
     if engine.get("error"):
         main.level, main.message = DiagnosticStatus.ERROR, str(engine["error"])
     elif state != "active":
@@ -30,13 +30,30 @@ def build(stamp, node_name: str, state: str, engine: dict, cameras: dict, latenc
         main.level, main.message = DiagnosticStatus.WARN, "no vocabulary yet: frames are skipped"
     else:
         main.level, main.message = DiagnosticStatus.OK, "segmenting"
-    arr.status.append(main)
-    for cam, c in sorted(cameras.items()):
-        st = DiagnosticStatus(name=f"{node_name}: camera '{cam or '(default)'}'", hardware_id=cam)
-        st.values = [_kv(k, v) for k, v in c.items()]
-        if c.get("bad", 0) or c.get("stale", 0):
-            st.level, st.message = DiagnosticStatus.WARN, "some frames skipped (bad or stale)"
-        else:
-            st.level, st.message = DiagnosticStatus.OK, "ok"
-        arr.status.append(st)
+    return main
+
+
+def camera_status(name: str, cam: str, values: dict, window: float, silent_for: Optional[float],
+                  failure: str = "") -> DiagnosticStatus:
+    """values: the camera's counters (recent_* are counts in the last `window` seconds). silent_for: seconds
+    since its last frame (None = no frame yet), or None when the camera is not expected to send (inactive)."""
+    st = DiagnosticStatus(name=f"{name}: camera '{cam or '(default)'}'", hardware_id=cam)
+    st.values = [_kv(k, v) for k, v in values.items()]
+    if values.get("recent_failed", 0):
+        st.level, st.message = DiagnosticStatus.ERROR, f"frames fail in the engine: {failure}"
+    elif silent_for is not None and silent_for > window:
+        st.level = DiagnosticStatus.WARN
+        st.message = (f"no frame received in the last {window:g} s" if math.isfinite(silent_for)
+                      else "no frame received yet")
+    elif values.get("recent_bad", 0) or values.get("recent_stale", 0):
+        st.level, st.message = DiagnosticStatus.WARN, f"frames skipped in the last {window:g} s (bad or stale)"
+    else:
+        st.level, st.message = DiagnosticStatus.OK, "ok"
+    return st
+
+
+def build(stamp, statuses: list) -> DiagnosticArray:
+    arr = DiagnosticArray()
+    arr.header.stamp = stamp
+    arr.status = statuses
     return arr

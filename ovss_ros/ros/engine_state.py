@@ -1,63 +1,89 @@
-"""The one loaded Segmenter, its vocabulary and the vocabulary version, behind one lock.
+"""What the node's engine is: the checks of the configured model, the engine settings, the vocabulary and its
+version, and (while active) the loaded Segmenter.
 
-Topic, parameter and service all call set_vocabulary() here: one path, one version counter. The engine
-prepares the text (tokenised prompts) inside set_vocabulary, so it happens once per change, never per frame."""
+Checking and applying are separate. `check_*` run on the caller's thread, change nothing and raise with the
+reason; `apply_*` run on the worker thread only (between frames), so a vocabulary or settings change never
+waits for a frame in flight and text preparation never runs on an executor thread. The model's text side
+(tokenizer, sizes) is known from configure on, so a vocabulary is checked the same way while inactive as
+while active."""
 from __future__ import annotations
 
 import gc
 import threading
-from typing import Optional, Sequence
+from typing import Sequence
 
+from ovss_ros.config import SegmenterConfig
 from ovss_ros.prompts import VocabularyError
+
+_PROMPT_FIELDS = ("prompt_template", "prompt_mode", "gradcam_rows", "max_classes", "max_class_name_length")
 
 
 class EngineState:
-    def __init__(self) -> None:
-        self.lock = threading.RLock()     # held by the worker for a whole segment() call
+    def __init__(self, checker, config: SegmenterConfig) -> None:
+        self.lock = threading.RLock()     # held by the worker for a whole frame, and while swapping models
+        self.checker = checker            # ovss_ros.model_check.ModelCheck of the configured model
+        self.config = checker.check_config(config)
         self.segmenter = None
         self.names: tuple = ()
-        self.version = 0                  # 0 = no vocabulary yet
+        self.version = 0                  # 0 = no vocabulary yet; +1 per applied change
         self.preparations = 0             # text preparations so far (diagnostics; tests check it)
-        self.pending: Optional[list] = None   # asked for while no model was loaded
 
-    def set_vocabulary(self, names: Sequence[str]) -> tuple[bool, str]:
-        """Apply a vocabulary. Returns (changed, message); raises VocabularyError with the reason if refused,
-        leaving the current vocabulary in use."""
+    # -- checks: no side effects ------------------------------------------------------------------
+    def check_vocabulary(self, names: Sequence[str]) -> tuple:
         if isinstance(names, str):
             raise VocabularyError("vocabulary must be a list of class names")
-        names = list(names)
-        with self.lock:
-            if self.segmenter is None:
-                self.pending = names
-                return False, "stored: applied when the model is loaded (node not configured or deactivated)"
-            if self.names and [str(n).strip() for n in names] == list(self.names):
-                return False, "unchanged"
-            new = self.segmenter.set_vocabulary(names)   # raises VocabularyError; old one stays
-            self.preparations += 1
-            if new == self.names:
-                return False, "unchanged"
-            self.names, self.version = new, self.version + 1
-            return True, f"vocabulary version {self.version}: {len(new)} classes"
+        return self.checker.check_vocabulary(list(names), self.config)
 
-    def attach(self, segmenter) -> Optional[str]:
-        """Use a freshly loaded segmenter: re-apply the current vocabulary (same version), then any pending
-        one. Returns an error text if the pending vocabulary was refused."""
+    def check_config(self, changes: dict) -> SegmenterConfig:
+        """The engine settings after `changes`, or ValueError/VocabularyError with the reason."""
+        new = self.checker.check_config(self.config.replace(**changes))
+        if self.names and any(getattr(new, k) != getattr(self.config, k) for k in _PROMPT_FIELDS):
+            self.checker.check_vocabulary(list(self.names), new)   # the vocabulary in use must still fit
+        return new
+
+    # -- applying: worker thread ------------------------------------------------------------------
+    def apply_vocabulary(self, names: Sequence[str]) -> bool:
+        """Use a checked vocabulary; True if it changed. Prepares the text when a model is loaded."""
         with self.lock:
-            self.segmenter = segmenter
+            names = self.checker.check_vocabulary(list(names), self.config)
+            if names == self.names:
+                return False
+            if self.segmenter is not None:
+                self.segmenter.set_vocabulary(names)
+                self.preparations += 1
+            self.names, self.version = names, self.version + 1
+            return True
+
+    def accept_config(self, config: SegmenterConfig) -> None:
+        """Settings that passed check_config: later vocabularies are checked against them at once; the
+        loaded model takes them in apply_config, on the worker thread."""
+        self.config = config
+
+    def apply_config(self) -> None:
+        with self.lock:
+            seg, config = self.segmenter, self.config
+            if seg is None or seg.config == config:
+                return
+            prompts_changed = any(getattr(config, k) != getattr(seg.config, k) for k in _PROMPT_FIELDS)
+            seg.update_config(**config.to_dict())
+            if prompts_changed and seg.vocabulary:
+                self.preparations += 1
+
+    def attach(self, segmenter) -> None:
+        """Use a freshly loaded segmenter with the current settings and vocabulary (same version)."""
+        with self.lock:
+            segmenter.update_config(**self.config.to_dict())
             if self.names:
                 segmenter.set_vocabulary(self.names)
                 self.preparations += 1
-            pending, self.pending = self.pending, None
-        if pending is not None:
-            try:
-                self.set_vocabulary(pending)
-            except VocabularyError as exc:
-                return str(exc)
-        return None
+            self.segmenter = segmenter
 
-    def release(self) -> None:
-        """Drop the model (waits for a running frame) and give its memory back, GPU included."""
-        with self.lock:
+    def release(self, wait: bool = True) -> bool:
+        """Drop the model and give its memory back, GPU included. wait=False gives up (returns False) when
+        a frame holds the engine, e.g. at shutdown, where the process is about to end anyway."""
+        if not self.lock.acquire(blocking=wait):
+            return False
+        try:
             seg, self.segmenter = self.segmenter, None
             on_cuda = seg is not None and getattr(getattr(seg, "device", None), "type", "") == "cuda"
             del seg
@@ -66,3 +92,6 @@ class EngineState:
                 import torch
 
                 torch.cuda.empty_cache()
+            return True
+        finally:
+            self.lock.release()

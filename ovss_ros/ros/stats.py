@@ -54,14 +54,44 @@ class StageLatency:
         return {k: sum(v) / len(v) for k, v in out.items()}
 
 
+class RecentEvents:
+    """A total count, plus the events of the last `window` seconds with the last reason: what a status
+    should report now (a bad frame an hour ago is not a warning now)."""
+
+    def __init__(self, window: float = 10.0) -> None:
+        self.window = window
+        self.total = 0
+        self.last_reason = ""
+        self._t: deque = deque()
+        self._lock = threading.Lock()
+
+    def add(self, reason: str = "", now: Optional[float] = None) -> None:
+        with self._lock:
+            now = time.monotonic() if now is None else now
+            self.total += 1
+            self.last_reason = reason or self.last_reason
+            self._t.append(now)
+            while self._t and now - self._t[0] > self.window:
+                self._t.popleft()
+
+    def recent(self, now: Optional[float] = None) -> int:
+        with self._lock:
+            now = time.monotonic() if now is None else now
+            while self._t and now - self._t[0] > self.window:
+                self._t.popleft()
+            return len(self._t)
+
+
 class CameraStats:
     """What happened to one camera's frames, beyond received/dropped (counted by LatestFrames)."""
 
-    def __init__(self) -> None:
+    def __init__(self, window: float = 10.0) -> None:
         self.input_rate = RateMeter()
         self.output_rate = RateMeter()
         self.processed = 0
-        self.stale = 0
-        self.bad = 0
+        self.stale = RecentEvents(window)      # older than max_frame_age, or stamped in the future
+        self.bad = RecentEvents(window)        # malformed input, refused before the engine
+        self.failed = RecentEvents(window)     # the engine raised on a well-formed frame
         self.no_vocabulary = 0
         self.last_age: float = float("nan")   # seconds from stamp to publication, last frame
+        self.last_received: Optional[float] = None   # monotonic time of the last frame received

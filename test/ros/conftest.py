@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import random
+import fcntl
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -15,26 +17,42 @@ import pytest
 from rostest_helpers import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
-WORDS = ["red", "circle", "dog", "blue", "square", "green", "triangle", "car"]
 
+
+
+def _claim_domain_id() -> int:
+    """A ROS domain id no other test run on this machine holds: an flock on a file per id, kept for the life
+    of this process (the kernel releases it when the process ends, even on a crash)."""
+    lock_dir = Path(tempfile.gettempdir()) / "ovss_ros_test_domains"
+    lock_dir.mkdir(exist_ok=True)
+    ids = list(range(1, 102))   # the range ROS documents as safe on every platform
+    random.Random().shuffle(ids)
+    for domain in ids:
+        handle = open(lock_dir / f"{domain}.lock", "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        _DOMAIN_LOCKS.append(handle)
+        return domain
+    raise RuntimeError("every ROS domain id 1..101 is held by another test run")
+
+
+_DOMAIN_LOCKS: list = []
 # Before anything in this process touches rclpy: node processes inherit these too.
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 if os.environ.get("ROS_DISTRO") == "humble":   # Humble predates ROS_AUTOMATIC_DISCOVERY_RANGE
     os.environ["ROS_LOCALHOST_ONLY"] = "1"
-os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random().randint(10, 100)))
+if "ROS_DOMAIN_ID" not in os.environ:
+    os.environ["ROS_DOMAIN_ID"] = str(_claim_domain_id())
 os.environ.setdefault("RCUTILS_LOGGING_BUFFERED_STREAM", "0")
 
 
-
-
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> str:
-    from ovss_ros.tiny_model import build_blip, save_model
-
-    path = tmp_path_factory.mktemp("tiny_blip")
-    model, processor = build_blip(WORDS, architecture="tiny", seed=0)
-    save_model(model, processor, path)
-    return str(path)
+def tiny_model_dir(tiny_blip_dir) -> str:
+    """The session's tiny random BLIP (test/conftest.py) as the path string node parameters take."""
+    return str(tiny_blip_dir)
 
 
 class Collector:
@@ -78,6 +96,7 @@ class Probe:
 
         self.rclpy = rclpy
         self.node = rclpy.create_node(f"probe_{os.getpid()}")
+        self._clients: dict = {}
         self.executor = MultiThreadedExecutor(num_threads=2)
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
@@ -88,17 +107,25 @@ class Probe:
         self.node.create_subscription(msg_type, topic, c, qos)
         return c
 
-    def call(self, srv_type, name: str, request, timeout: float = 20.0):
-        client = self.node.create_client(srv_type, name)
-        try:
-            assert client.wait_for_service(timeout_sec=timeout), f"service {name} not available"
+    def call(self, srv_type, name: str, request, timeout: float = 20.0, attempts: int = 3):
+        """Call a service and return its response. One client per service, kept: a new client's first request
+        can go out before the server has matched the client's reply reader, and that reply is lost (a DDS
+        discovery race), so an unanswered request is sent again, up to `attempts` times in `timeout`.
+        Callers send only requests that may be repeated (ChangeState goes through change_state(), which
+        makes the connection with GetState first)."""
+        key = (srv_type, name)
+        client = self._clients.get(key)
+        if client is None:
+            client = self._clients[key] = self.node.create_client(srv_type, name)
+        assert client.wait_for_service(timeout_sec=timeout), f"service {name} not available"
+        for _ in range(attempts):
             future = client.call_async(request)
             done = threading.Event()
             future.add_done_callback(lambda _: done.set())
-            assert done.wait(timeout), f"service {name} did not answer within {timeout} s"
-            return future.result()
-        finally:
-            self.node.destroy_client(client)
+            if done.wait(timeout / attempts):
+                return future.result()
+            client.remove_pending_request(future)
+        raise AssertionError(f"service {name} did not answer within {timeout} s")
 
     def wait_subscribers(self, publisher, count: int = 1, timeout: float = 20.0) -> None:
         assert wait_until(lambda: publisher.get_subscription_count() >= count, timeout), \

@@ -78,6 +78,7 @@ def _stub_launch_modules(monkeypatch):
     mods["launch.conditions"].IfCondition = lambda value: ("if", value)
     mods["launch.substitutions"].LaunchConfiguration = LaunchConfiguration
     mods["launch_ros.actions"].Node = _Recorder
+    mods["launch_ros.actions"].LifecycleNode = type("LifecycleNode", (_Recorder,), {})
     for name, mod in mods.items():
         monkeypatch.setitem(sys.modules, name, mod)
     import ament_index_python.packages as packages
@@ -97,6 +98,7 @@ def test_launch_file_builds_node_and_rviz_from_arguments(monkeypatch):
                "rviz": "true", "preset": "tiny"}
     node, rviz = entities[-1](context)
     kw = node.kwargs
+    assert type(node).__name__ == "LifecycleNode"   # lifecycle services exist for a manager
     assert (kw["package"], kw["executable"], kw["namespace"]) == ("ovss_ros", "ovss_node", "/robot")
     assert kw["parameters"][0] == str(REPO / "config" / "ovss.yaml")
     assert kw["parameters"][1] == {"use_sim_time": False, "preset": "tiny", "vocabulary": ["a", "b c"]}

@@ -1,30 +1,27 @@
-"""Managed mode (autostart:=false) with the compressed twin as input: configure loads the model, activate
-subscribes, deactivate unsubscribes and releases the model, activate again reloads it. Model load
+"""Managed mode (autostart:=false) with the compressed twin as input: configure checks the model, activate
+loads it and subscribes, deactivate unsubscribes and releases the model, activate again reloads it. Model load
 failure: non-zero exit (autostart) or a failed transition (managed) with a message that says what to do."""
 import itertools
 
 import cv2
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import State, Transition
-from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from sensor_msgs.msg import CompressedImage, Image
 
 from ovss_ros.ros import qos
-from rostest_helpers import diagnostic_values, scene, stamp, wait_until
+from rostest_helpers import change_state, diagnostic_values, lifecycle_state, scene, stamp, wait_until
 
 SECONDS = itertools.count(9000)
 
 
 def change(probe, ns, transition_id):
-    req = ChangeState.Request()
-    req.transition.id = transition_id
-    return probe.call(ChangeState, f"{ns}/ovss_node/change_state", req, timeout=120).success
+    return change_state(probe, f"{ns}/ovss_node", transition_id)
 
 
 def state(probe, ns):
-    return probe.call(GetState, f"{ns}/ovss_node/get_state", GetState.Request(), timeout=60).current_state.id
+    return lifecycle_state(probe, f"{ns}/ovss_node")
 
 
 def compressed(fmt, sec, data=None):

@@ -35,34 +35,52 @@ def test_vocabulary_parameter_accepts_array_or_string():
         vocabulary_names([1, 2])
 
 
-class FakeSegmenter:
-    """Counts text preparations; refuses like the engine does."""
+class CountingSegmenter:
+    """Stands in for the loaded model: counts text preparations, keeps the settings it was given."""
     device = None
 
-    def __init__(self):
-        self.prepared = 0
+    def __init__(self, config):
+        self.config, self.vocabulary, self.prepared = config, (), 0
+
+    def update_config(self, **values):
+        self.config = self.config.replace(**values)
 
     def set_vocabulary(self, names):
-        names = tuple(n.strip() for n in names)
-        if not names or not all(names):
-            raise VocabularyError("vocabulary is empty")
-        self.prepared += 1
-        return names
+        self.vocabulary, self.prepared = tuple(names), self.prepared + 1
+        return self.vocabulary
 
 
-def test_one_version_per_change_and_refusals_keep_the_old_vocabulary():
-    state, seg = EngineState(), FakeSegmenter()
-    assert state.set_vocabulary(["a"]) == (False, state.set_vocabulary(["a"])[1])  # stored while no model
-    assert state.attach(seg) is None and state.version == 1 and state.names == ("a",)
-    assert state.set_vocabulary(["a"])[0] is False and seg.prepared == 1          # unchanged: no text work
-    assert state.set_vocabulary(["a", "b"])[0] is True and state.version == 2
-    with pytest.raises(VocabularyError):
-        state.set_vocabulary([])
-    assert state.names == ("a", "b") and state.version == 2
+@pytest.fixture(scope="module")
+def checker(tiny_blip_dir):
+    from ovss_ros.model_check import ModelCheck
+
+    return ModelCheck.from_pretrained(str(tiny_blip_dir), local_files_only=True)
+
+
+def test_engine_state_checks_without_side_effects_and_versions_each_change(checker):
+    state = EngineState(checker, make_config("tiny"))
+    with pytest.raises(VocabularyError, match="zebra"):          # unknown words: refused by name
+        state.check_vocabulary(["plain zebra"])
+    assert state.check_vocabulary(["red circle", "dog"]) == ("red circle", "dog") and state.version == 0
+    assert state.apply_vocabulary(["red circle", "dog"]) and state.version == 1   # no model yet: stored
+    seg = CountingSegmenter(state.config)
+    state.attach(seg)
+    assert seg.vocabulary == ("red circle", "dog") and state.preparations == 1 and state.version == 1
+    assert not state.apply_vocabulary([" red  circle", "dog"]) and seg.prepared == 1   # same names: no work
+    with pytest.raises(VocabularyError, match="duplicate"):
+        state.apply_vocabulary(["dog", "Dog"])
+    assert state.names == ("red circle", "dog") and state.version == 1
+    with pytest.raises(ValueError, match="prompt_template"):
+        state.check_config({"prompt_template": "a {} {}"})
+    assert state.config.prompt_template == make_config("tiny").prompt_template      # checking changed nothing
+    state.accept_config(state.check_config({"prompt_template": "a photo of {}"}))
+    assert seg.config.prompt_template != "a photo of {}"                               # until the worker applies
+    state.apply_config()
+    assert seg.config.prompt_template == "a photo of {}" and state.preparations == 2
     state.release()
     assert state.segmenter is None
-    state.attach(FakeSegmenter())                                             # reload keeps the version
-    assert state.version == 2 and state.names == ("a", "b")
+    state.attach(CountingSegmenter(make_config("tiny")))                   # reload keeps version and settings
+    assert state.version == 1 and state.segmenter.config.prompt_template == "a photo of {}"
 
 
 def test_ros_values_round_trip_every_engine_field_of_every_preset():

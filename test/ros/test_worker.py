@@ -53,3 +53,35 @@ def test_slow_worker_sees_only_the_newest_frames_and_survives_errors():
     frames.put(Frame("cam", "next"))
     assert wait_until(lambda: seen == [49, "next"], 5)
     worker.stop()
+
+
+def test_changes_run_before_frames_and_only_the_newest_of_a_kind_runs():
+    from ovss_ros.ros.worker import Change
+
+    frames, applied = LatestFrames(), []
+    frames.put(Frame("cam", 1))
+    first = frames.put_change(Change("vocabulary", lambda: applied.append("v1")))
+    engine = frames.put_change(Change("engine", lambda: applied.append("e")))
+    last = frames.put_change(Change("vocabulary", lambda: applied.append("v2")))
+    assert first.done.is_set() and first.superseded          # replaced before the worker took it
+    assert [frames.take(0), frames.take(0)] == [engine, last]  # in arrival order, before the frame
+    assert frames.take(0).msg == 1
+
+
+def test_worker_applies_changes_between_frames_and_reports_their_outcome():
+    from ovss_ros.ros.worker import Change
+
+    frames, seen = LatestFrames(), []
+    worker = Worker(frames, lambda f: seen.append(f.msg), lambda f, e: None)
+    worker.start()
+    ok = frames.put_change(Change("vocabulary", lambda: "applied"))
+    assert ok.done.wait(5) and ok.outcome == "applied" and not ok.superseded
+
+    def refuse():
+        raise ValueError("refused")
+
+    bad = frames.put_change(Change("vocabulary", refuse))
+    assert bad.done.wait(5) and isinstance(bad.outcome, ValueError)
+    frames.put(Frame("cam", "after"))
+    assert wait_until(lambda: seen == ["after"], 5)        # the worker goes on after a failed change
+    assert worker.stop(5)

@@ -6,7 +6,6 @@ above the trivial baselines (all background ~0.07, uniform random ~0.02 mIoU).
 """
 import os
 
-import numpy as np
 import pytest
 
 from ovss_ros.config import make_config
