@@ -21,7 +21,6 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.parameter import Parameter
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.task import Future
 from sensor_msgs.msg import Image
@@ -36,38 +35,41 @@ from .frame_pipeline import CameraOutputs, FramePipeline, PublishGate
 from .node_params import StartupError, add_post_set_callback, declare_all
 from .params import ACTIVATE, CONFIGURE, ENGINE_PREFIX, RUNTIME, START, check_node_value, engine_fields, ros_to_engine
 from .stats import CameraStats, StageLatency
-from .vocabulary import VocabularyTextError, parse_vocabulary_text, vocabulary_names
+from .vocabulary import VocabularyTextError, vocabulary_names
+from .vocabulary_path import VocabularyPath
 from .worker import Change, Frame, LatestFrames, Worker
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
+DUPLICATE_WINDOW = 5.0      # s after start in which a twin with the same name makes this node leave
 LOAD_HELP = ("What to do: set the `model` parameter to a BLIP ITM checkpoint that is in the local Hugging Face "
              "cache or to a local directory (--ros-args -p model:=/path/to/checkpoint), and `device` to one that "
              "exists (auto, cpu, cuda:0)")
-SERVICE_WAIT = 30.0         # how long set_vocabulary waits for its change to be applied
 
 
 class OvssNode(LifecycleNode):
     def __init__(self, node_name: str = "ovss_node", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
         self._specs = declare_all(self)
-        self._mirroring = threading.local()     # set while the node writes `vocabulary` to mirror the engine
+        self._vocabulary = VocabularyPath(self)
         self._warned: set = set()
         self._warn_lock = threading.Lock()
         self._group = ReentrantCallbackGroup()
         self.engine = None                      # EngineState from configure to cleanup
         self.error: Optional[str] = None        # why the last transition failed, or a duplicate name
-        self._camera_outputs: dict = {}
+        self.camera_outputs: dict = {}
         self._camera_stats: dict = {}
         self._inputs = CameraInputs(self, self._on_frame, self._group)
         self._io: list = []                     # configure-time entities: vocabulary subs, service
-        self._frames: Optional[LatestFrames] = None
+        self.frames: Optional[LatestFrames] = None
         self._worker: Optional[Worker] = None
-        self._gate = PublishGate()
+        self.gate = PublishGate()
         self._latency = StageLatency()
         self._activated_at: Optional[float] = None
         self._torch_threads = torch.get_num_threads()   # as the worker thread sees it, once it runs
-        self._settings = self._read_settings()
+        self.settings = self._read_settings()
         self.finished = Future()                # done when the process should end (shutdown transition)
+        self._started_at = time.monotonic()
+        self._twin_timer = None
         self.exit_code = 0
         add_post_set_callback(self, self._after_set_parameters)   # before the validator: see its docstring
         self.add_on_set_parameters_callback(self._check_parameters)
@@ -140,15 +142,15 @@ class OvssNode(LifecycleNode):
         except ValueError as exc:
             return self._fail(f"engine parameters do not fit model {self.p('model')!r}: {exc}")
         self.error = None
-        self._frames = LatestFrames()
-        pipeline = FramePipeline(self.engine, self._camera_stats, self._latency, self._camera_outputs.get,
-                                 lambda: self._settings, self._now, self.warn_once, self._gate)
-        self._worker = Worker(self._frames, pipeline, self._on_worker_error, setup=self._worker_setup)
+        self.frames = LatestFrames()
+        pipeline = FramePipeline(self.engine, self._camera_stats, self._latency, self.camera_outputs.get,
+                                 lambda: self.settings, self._now, self.warn_once, self.gate)
+        self._worker = Worker(self.frames, pipeline, self._on_worker_error, setup=self._worker_setup)
         self._worker.start()
         for cam in self.p("cameras"):
-            self._camera_outputs[cam] = self._create_outputs(cam)
+            self.camera_outputs[cam] = self._create_outputs(cam)
             self._camera_stats[cam] = CameraStats(self.p("diagnostics_window"))
-        self._apply_initial_vocabulary()
+        self._vocabulary.apply_initial()
         # The vocabulary topic: transient local catches a vocabulary published before we started; the volatile
         # twin also hears plain `ros2 topic pub` publishers (a transient-local reader ignores volatile writers).
         # One mutually exclusive group: vocabulary requests are checked and queued one at a time, in the order
@@ -156,8 +158,8 @@ class OvssNode(LifecycleNode):
         group = MutuallyExclusiveCallbackGroup()
         for profile in (qos.latched(), qos.reliable(1)):
             self._io.append(("subscription", self.create_subscription(
-                String, "vocabulary", self._on_vocabulary_msg, profile, callback_group=group)))
-        self._io.append(("service", self.create_service(SetVocabulary, "set_vocabulary", self._on_vocabulary_srv,
+                String, "vocabulary", self._vocabulary.on_topic, profile, callback_group=group)))
+        self._io.append(("service", self.create_service(SetVocabulary, "set_vocabulary", self._vocabulary.on_service,
                                                         callback_group=group)))
         self._io.append(("timer", self.create_timer(0.5, self._inputs.check_publishers, callback_group=self._group)))
         return SUCCESS
@@ -187,8 +189,8 @@ class OvssNode(LifecycleNode):
         if result != SUCCESS:
             return result
         result = super().on_activate(state)   # enables the lifecycle publishers
-        self._gate.reopen()
-        self._publish_class_maps()
+        self.gate.reopen()
+        self._vocabulary.publish_class_maps()
         return result
 
     def _activate(self) -> TransitionCallbackReturn:
@@ -214,9 +216,9 @@ class OvssNode(LifecycleNode):
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._inputs.close()
         self._activated_at = None
-        if self._frames is not None:
-            self._frames.clear()
-        self._gate.close()
+        if self.frames is not None:
+            self.frames.clear()
+        self.gate.close()
         self.engine.release()   # waits for a frame in progress, then frees the (GPU) memory
         return super().on_deactivate(state)
 
@@ -234,7 +236,7 @@ class OvssNode(LifecycleNode):
         """Release everything; wait=False abandons a frame in flight (the process is ending)."""
         self._inputs.close()
         self._activated_at = None
-        self._gate.close()
+        self.gate.close()
         if self._worker is not None:
             self._worker.stop(10.0 if wait else 0.5)   # a frame still running is abandoned: nothing is published
             self._worker = None
@@ -242,19 +244,19 @@ class OvssNode(LifecycleNode):
             if wait:   # when the process is ending, freeing the model only delays the exit
                 self.engine.release()
             self.engine = None
-        self._frames = None
+        self.frames = None
         for kind, ent in self._io:
             getattr(self, f"destroy_{kind}")(ent)
         self._io = []
-        for outs in self._camera_outputs.values():
+        for outs in self.camera_outputs.values():
             for pub in vars(outs).values():
                 if pub is not None:
                     self.destroy_lifecycle_publisher(pub)
-        self._camera_outputs.clear()
+        self.camera_outputs.clear()
 
     # -- inputs ---------------------------------------------------------------------------------
     def _on_frame(self, camera: str, msg) -> None:
-        frames, st = self._frames, self._camera_stats.get(camera)
+        frames, st = self.frames, self._camera_stats.get(camera)
         if frames is None or st is None:
             return
         st.input_rate.tick()
@@ -274,121 +276,14 @@ class OvssNode(LifecycleNode):
         self.warn_once((frame.camera, "error", type(exc).__name__),
                        f"camera '{frame.camera}': frame failed and was skipped: {type(exc).__name__}: {exc}")
 
-    # -- vocabulary: topic, parameter and service all end in _submit_vocabulary --------------------
-    def _check_vocabulary(self, names, source: str, config=None) -> tuple:
-        """Checked names, or VocabularyError (logged once per distinct reason)."""
-        from ovss_ros.prompts import VocabularyError
-
-        try:
-            if not names:
-                raise VocabularyError("vocabulary is empty")
-            if self.engine is not None:
-                return self.engine.checker.check_vocabulary(list(names), config or self.engine.config)
-            from ovss_ros.prompts import normalize_vocabulary   # unconfigured: the model is not known yet
-
-            cfg = config or self._unconfigured_config()
-            return normalize_vocabulary(list(names), cfg.max_classes, cfg.max_class_name_length)
-        except VocabularyError as exc:
-            self.warn_once(("vocabulary", source, str(exc)), f"vocabulary from {source} refused: {exc}")
-            raise
-
     def _unconfigured_config(self, changes: Optional[dict] = None):
         from ovss_ros.config import make_config
 
         return make_config(self.p("preset"), **self._engine_overrides(changes))
 
-    def _submit_vocabulary(self, names: tuple, source: str) -> Optional[Change]:
-        """Hand a checked vocabulary to the worker; a newer one replaces it if the worker has not taken it."""
-        if self._frames is None:
-            return None
-        return self._frames.put_change(Change("vocabulary", lambda: self._apply_vocabulary(names, source)))
-
-    def _apply_vocabulary(self, names: tuple, source: str) -> bool:
-        """Worker thread: the one place a vocabulary takes effect."""
-        try:
-            changed = self.engine.apply_vocabulary(names)
-        except ValueError as exc:   # checked under settings that changed since: keep the one in use
-            self.warn_once(("vocabulary", source, str(exc)), f"vocabulary from {source} refused: {exc}")
-            self._mirror_vocabulary()
-            raise
-        if changed:
-            self.get_logger().info(f"vocabulary v{self.engine.version} from {source}: {list(self.engine.names)}")
-            self._publish_class_maps()
-        self._mirror_vocabulary()
-        return changed
-
-    def _mirror_vocabulary(self) -> None:
-        """Keep `ros2 param get vocabulary` equal to the vocabulary in use, without re-applying it."""
-        names = list(self.engine.names) if self.engine is not None else []
-        if vocabulary_names(self.p("vocabulary")) == names:
-            return
-        self._mirroring.on = True
-        try:
-            self.set_parameters([Parameter("vocabulary", Parameter.Type.STRING_ARRAY, names or [""])])
-        finally:
-            self._mirroring.on = False
-
-    def _apply_initial_vocabulary(self) -> None:
-        names = vocabulary_names(self.p("vocabulary"))
-        if not names:
-            return
-        try:
-            self._submit_vocabulary(self._check_vocabulary(names, "parameter"), "parameter")
-        except ValueError:
-            self._mirror_vocabulary()   # refused: the parameter shows what is in use (nothing)
-
-    def _on_vocabulary_msg(self, msg: String) -> None:
-        try:
-            names = self._check_vocabulary(parse_vocabulary_text(msg.data), "topic")
-        except VocabularyTextError as exc:
-            self.warn_once(("vocabulary", "topic", str(exc)), f"vocabulary from topic refused: {exc}")
-            return
-        except ValueError:
-            return   # logged once by _check_vocabulary
-        self._submit_vocabulary(names, "topic")
-
-    def _on_vocabulary_srv(self, request, response):
-        response.success, response.message = False, ""
-        try:
-            change = self._submit_vocabulary(self._check_vocabulary(list(request.classes), "service"), "service")
-        except ValueError as exc:
-            response.message = str(exc)
-            change = None
-        if change is not None:
-            if not change.done.wait(SERVICE_WAIT):
-                response.success, response.message = True, "accepted; still being applied"
-            elif change.superseded:
-                response.success, response.message = True, "accepted; a newer vocabulary replaced it"
-            elif isinstance(change.outcome, Exception):
-                response.message = str(change.outcome)
-            else:
-                response.success = True
-                response.message = (f"vocabulary version {self.engine.version}: {len(self.engine.names)} classes"
-                                    if change.outcome else "unchanged")
-        engine = self.engine
-        response.vocabulary_version = engine.version if engine is not None else 0
-        response.class_names = list(engine.names) if engine is not None else []
-        return response
-
-    def _publish_class_maps(self) -> None:
-        engine = self.engine
-        if engine is None or not engine.version:
-            return
-        with self._gate as open_:
-            if not open_:
-                return   # inactive: published again on activate
-            header = ClassMap().header
-            header.stamp = self.get_clock().now().to_msg()
-            threshold = self._settings["presence_threshold"]
-            for outs in list(self._camera_outputs.values()):
-                outs.class_map.publish(outputs.class_map_message(engine.names, engine.version, header, threshold,
-                                                                 self._settings["model"]))
-                if outs.label_info is not None:
-                    outs.label_info.publish(outputs.label_info_message(engine.names, header, threshold))
-
     # -- parameters: check (no side effects), then apply ----------------------------------------------
     def _check_parameters(self, params) -> SetParametersResult:
-        if getattr(self._mirroring, "on", False):
+        if self._vocabulary.mirroring:
             return SetParametersResult(successful=True)
         state = self.lifecycle_state()
         engine_changes, vocabulary = {}, None
@@ -420,24 +315,24 @@ class OvssNode(LifecycleNode):
         if engine_changes:
             try:
                 config = (self.engine.check_config(engine_changes) if self.engine is not None
-                          else self._unconfigured_config(engine_changes))
+                          else self.unconfigured_config(engine_changes))
             except ValueError as exc:
                 return SetParametersResult(successful=False, reason=f"engine parameter refused: {exc}")
         if vocabulary is not None:
             try:
-                self._check_vocabulary(vocabulary, "parameter", config)
+                self._vocabulary.check(vocabulary, "parameter", config)
             except ValueError as exc:
                 return SetParametersResult(successful=False, reason=f"vocabulary: {exc}")
         return SetParametersResult(successful=True)
 
     def _after_set_parameters(self, params) -> None:
-        if getattr(self._mirroring, "on", False):
+        if self._vocabulary.mirroring:
             return
         names = {p.name for p in params if p.name in self._specs}
         if not names:
             return
-        self._settings = self._read_settings()
-        if self._frames is None:
+        self.settings = self._read_settings()
+        if self.frames is None:
             return   # unconfigured: the values are read at configure
         if any(n.startswith(ENGINE_PREFIX) for n in names):
             try:
@@ -445,25 +340,40 @@ class OvssNode(LifecycleNode):
             except ValueError as exc:   # only if two accepted sets conflict; keep the settings in use
                 self.warn_once(("engine", str(exc)), f"engine parameters not applied: {exc}")
             else:
-                self._frames.put_change(Change("engine", self.engine.apply_config))
+                self.frames.put_change(Change("engine", self.engine.apply_config))
         if "vocabulary" in names:
             value = next(p.value for p in params if p.name == "vocabulary")
-            self._submit_vocabulary(tuple(vocabulary_names(value)), "parameter")
+            self._vocabulary.submit(tuple(vocabulary_names(value)), "parameter")
 
     # -- diagnostics ----------------------------------------------------------------------------
     def _duplicates(self) -> int:
         me = (self.get_name(), self.get_namespace())
         return sum(1 for n in self.get_node_names_and_namespaces() if tuple(n) == me)
 
-    def _publish_diagnostics(self) -> None:
-        if self._duplicates() > 1 and not (self.error or "").startswith("another node"):
+    def _check_duplicate_name(self) -> None:
+        """Two nodes with one name: the one that just started leaves (its twin has been running longer than
+        discovery takes); the one that was there keeps serving and reports the twin as an error while seen."""
+        young = time.monotonic() - self._started_at < DUPLICATE_WINDOW
+        if not young and self._twin_timer is not None:
+            self._twin_timer.cancel()
+        if self._duplicates() < 2:
+            if (self.error or "").startswith("another node"):
+                self.error = None
+            return
+        if young:
+            self._exit(1, f"another node named {self.get_fully_qualified_name()} is already running; not "
+                          "starting a second one. Give this one another name (-r __node:=NAME) or namespace")
+        elif not (self.error or "").startswith("another node"):
             self.error = (f"another node named {self.get_fully_qualified_name()} is running: parameters, "
                           "services and lifecycle requests reach either one. Give one of them another name "
                           "(-r __node:=NAME) or namespace")
             self.get_logger().error(self.error)
-        engine, frames, state = self.engine, self._frames, self.lifecycle_state()
+
+    def _publish_diagnostics(self) -> None:
+        self._check_duplicate_name()
+        engine, frames, state = self.engine, self.frames, self.lifecycle_state()
         seg = engine.segmenter if engine is not None else None
-        info = {"device": str(seg.device) if seg is not None else "released", "model": self._settings["model"],
+        info = {"device": str(seg.device) if seg is not None else "released", "model": self.settings["model"],
                 "preset": self.p("preset"), "vocabulary_version": engine.version if engine else 0,
                 "vocabulary": ", ".join(engine.names) if engine else "",
                 "text_preparations": engine.preparations if engine else 0,
@@ -490,20 +400,18 @@ class OvssNode(LifecycleNode):
 
     # -- process --------------------------------------------------------------------------------
     def start(self) -> None:
-        """Executor task at start: refuse a duplicate name, then configure and activate if autostart."""
-        deadline = time.monotonic() + 1.5   # discovery of a running twin takes a few hundred ms
-        while time.monotonic() < deadline and self._duplicates() < 2:
-            time.sleep(0.05)
-        if self._duplicates() > 1:
-            self._exit(1, f"another node named {self.get_fully_qualified_name()} is already running; not "
-                          "starting a second one. Give this one another name (-r __node:=NAME) or namespace")
-        elif self.p("autostart"):
+        """Executor task at start: configure and activate if autostart. A twin with the same name is looked for
+        meanwhile, every 0.2 s during the first DUPLICATE_WINDOW seconds (then with each /diagnostics)."""
+        self._twin_timer = self.create_timer(0.2, self._check_duplicate_name, callback_group=self._group)
+        if self.p("autostart") and not self.finished.done():
             if self.trigger_configure() != SUCCESS:
                 self._exit(1, f"cannot start, exiting with status 1: {self.error}")
-            elif self.trigger_activate() != SUCCESS:
+            elif not self.finished.done() and self.trigger_activate() != SUCCESS:
                 self._exit(1, f"cannot activate, exiting with status 1: {self.error}")
 
     def _exit(self, code: int, message: str) -> None:
+        if self.finished.done():
+            return
         print(f"ovss_node: {message}", file=sys.stderr, flush=True)
         self.exit_code = code
         if not self.finished.done():
