@@ -22,8 +22,10 @@ def message_class(msgtype: str):
 
 
 def detect_storage(path: str) -> str:
-    """'mcap' or 'sqlite3', from the files of an existing bag directory."""
+    """'mcap' or 'sqlite3', from the files of an existing bag directory or a bare .mcap/.db3 file."""
     p = Path(path)
+    if p.is_file():
+        return "mcap" if p.suffix == ".mcap" else "sqlite3"
     if any(p.glob("*.mcap")):
         return "mcap"
     return "sqlite3"

@@ -6,28 +6,19 @@ overlay, masks and class_map, each written at its source frame's bag time with t
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 
-from rclpy.serialization import deserialize_message, serialize_message
-
-from ..bag_types import typestore
-from . import outputs
-from .bag_io import (Reader, copy_connection, detect_storage, image_connections, message_class, open_writer,
-                     output_namespace)
-from .image_codec import BadFrame, compressed_to_rgb, image_to_rgb
+from .bag_io import detect_storage
+from .bag_pipeline import OUTPUTS, BagOutputOptions, OutputBagSink, bag_messages, done, run_bag, segment_frames
 from .vocabulary import parse_vocabulary_text
 
-OUTPUTS = {"labels": "sensor_msgs/msg/Image", "confidence": "sensor_msgs/msg/Image",
-           "overlay": "sensor_msgs/msg/Image", "masks": "ovss_ros/msg/SegmentationMasks",
-           "class_map": "ovss_ros/msg/ClassMap"}
+__all__ = ["OUTPUTS", "add_segmentation_args", "main", "parse_args"]
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="ovss-bag-segment", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("input", help="input bag directory (sqlite3 or mcap)")
-    ap.add_argument("output", help="output bag directory (must not exist)")
+def add_segmentation_args(ap: argparse.ArgumentParser) -> None:
+    """Model, vocabulary and output options; ovss-label-bags takes the same ones."""
     ap.add_argument("--vocabulary", required=True, help='class names: "red car, dog" or a JSON list')
     ap.add_argument("--topics", nargs="+", help="image topics to segment (default: every Image/CompressedImage)")
     ap.add_argument("--model", default="Salesforce/blip-itm-large-flickr", help="Hub id or local directory")
@@ -41,7 +32,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="rosbag2 metadata version (8 for older readers)")
     ap.add_argument("--overlay-alpha", type=float, default=0.5)
     ap.add_argument("--no-overlay", action="store_true", help="do not write segmentation/overlay")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="ovss-bag-segment", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("input", help="input bag directory (sqlite3 or mcap)")
+    ap.add_argument("output", help="output bag directory (must not exist)")
+    add_segmentation_args(ap)
     return ap.parse_args(argv)
+
+
+def output_options(args) -> BagOutputOptions:
+    return BagOutputOptions(model=args.model, with_overlay=not args.no_overlay, overlay_alpha=args.overlay_alpha)
 
 
 def main(argv=None) -> int:
@@ -58,48 +61,15 @@ def main(argv=None) -> int:
     except (ModelLoadError, VocabularyError, ValueError) as exc:
         print(f"ovss-bag-segment: {exc}", file=sys.stderr)
         return 2
-    store = typestore()
     storage = args.storage or detect_storage(args.input)
-    n_frames = n_bad = 0
+    render = functools.partial(bag_messages, opts=output_options(args))
     t0 = time.perf_counter()
-    with Reader(args.input) as reader:
-        cams = {c.topic: c for c in image_connections(reader, args.topics)}
-        writer = open_writer(args.output, storage, args.bag_version)
-        with writer:
-            copied = {c.id: copy_connection(writer, c) for c in reader.connections}
-            out = {}
-            for topic, conn in cams.items():
-                ns = output_namespace(topic)
-                out[topic] = {k: writer.add_connection(f"{ns}/segmentation/{k}", t, typestore=store)
-                              for k, t in OUTPUTS.items() if not (k == "overlay" and args.no_overlay)}
-            for conn, stamp, raw in reader.messages():
-                writer.write(copied[conn.id], stamp, raw)
-                if conn.topic not in cams:
-                    continue
-                msg = deserialize_message(bytes(raw), message_class(conn.msgtype))
-                try:
-                    decode = compressed_to_rgb if hasattr(msg, "format") else image_to_rgb
-                    rgb = decode(msg, seg.config.max_image_pixels)
-                    res = seg.segment(rgb)
-                except (BadFrame, ValueError) as exc:
-                    n_bad += 1
-                    print(f"skipping frame of {conn.topic} at {stamp}: {exc}", file=sys.stderr)
-                    continue
-                conns, header = out[conn.topic], msg.header
-                msgs = {"labels": outputs.labels_image(res.labels, header),
-                        "confidence": outputs.confidence_image(res.confidence, header),
-                        "masks": outputs.masks_message(res, header, 1),
-                        "class_map": outputs.class_map_message(res.class_names, 1, header,
-                                                               seg.config.presence_threshold, args.model)}
-                if "overlay" in conns:
-                    msgs["overlay"] = outputs.overlay_image(rgb, res.labels, res.class_names, header,
-                                                            args.overlay_alpha)
-                for key, m in msgs.items():
-                    writer.write(conns[key], stamp, serialize_message(m))
-                n_frames += 1
+    # frames one at a time, each written as soon as it is segmented (the fleet runs the same loop on Ray)
+    stats = run_bag(args.input, OutputBagSink(args.output, storage, args.bag_version, not args.no_overlay),
+                    args.topics, submit=lambda frames: done(segment_frames(seg, frames, render)))
     dt = time.perf_counter() - t0
-    print(f"ovss-bag-segment: {n_frames} frames segmented ({n_bad} skipped) from {len(cams)} camera topic(s) "
-          f"in {dt:.1f} s -> {args.output} ({storage})")
+    print(f"ovss-bag-segment: {stats.frames} frames segmented ({stats.skipped} skipped) from {stats.cameras} "
+          f"camera topic(s) in {dt:.1f} s -> {args.output} ({storage})")
     return 0
 
 
