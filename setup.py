@@ -30,13 +30,14 @@ setup(
         "pydensecrf2",
         "tqdm",
     ],
-    extras_require={"bags": ["rosbags"], "test": ["pytest", "scipy"]},
+    extras_require={"bags": ["rosbags"], "fleet": ["ray>=2.60", "rosbags"], "test": ["pytest", "scipy"]},
     entry_points={
         "console_scripts": [
             "ovss-segment = ovss_ros.cli:main",
             "ovss-node = ovss_ros.ros.node:main",
             "ovss-bag-play = ovss_ros.ros.bag_play:main",
             "ovss-bag-segment = ovss_ros.ros.bag_segment:main",
+            "ovss-label-bags = ovss_ros.fleet.cli:main",
             "ovss-eval = ovss_ros.evaluation.cli:main",
             "ovss-train-toy = ovss_ros.toy_world.train:main",
             "ovss-toy-bag = ovss_ros.toy_world.bag:main",
