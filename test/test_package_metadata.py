@@ -64,7 +64,7 @@ MODULE_KEYS = {
     "numpy": "python3-numpy", "scipy": "python3-scipy", "cv2": "python3-opencv", "PIL": "python3-pil",
     "tqdm": "python3-tqdm", "yaml": "python3-yaml", "pytest": "python3-pytest",
     "torch": "ovss-torch-pip", "transformers": "ovss-transformers-pip", "rosbags": "ovss-rosbags-pip",
-    "pydensecrf": "ovss-pydensecrf2-pip",
+    "pydensecrf": "ovss-pydensecrf2-pip", "ray": "ovss-ray-pip",
     "tokenizers": "ovss-transformers-pip", "safetensors": "ovss-transformers-pip",   # transformers' own deps
 }
 # keys no Python import shows, and why they are declared

@@ -1,4 +1,5 @@
-"""Imports flow one way: engine <- toy_world <- evaluation <- ros <- demo (each may use those before it only).
+"""Imports flow one way: engine <- toy_world <- evaluation <- ros <- demo <- fleet (each may use those before it
+only); Ray, the fleet's optional dependency, is imported by the fleet alone.
 Checked on the source (every import statement, top-level or inside a function), so a lazy import cannot
 hide a cycle."""
 import ast
@@ -7,7 +8,7 @@ from pathlib import Path
 import ovss_ros
 
 PKG = Path(ovss_ros.__file__).parent
-LAYERS = ["engine", "toy_world", "evaluation", "ros", "demo"]       # low to high
+LAYERS = ["engine", "toy_world", "evaluation", "ros", "demo", "fleet"]       # low to high
 
 
 def _layer(module: str) -> str:
@@ -47,4 +48,17 @@ def test_no_module_imports_a_higher_layer():
                 continue                                    # generated ROS interfaces
             if LAYERS.index(_layer(target)) > mine:
                 wrong.append(f"{module} imports {target}")
+    assert not wrong, wrong
+
+
+def test_only_the_fleet_imports_ray():
+    """The engine and the node never need Ray (an optional extra); lazy imports count too."""
+    wrong = []
+    for path in PKG.rglob("*.py"):
+        if path.relative_to(PKG).parts[0] == "fleet":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            wrong += [f"{path.relative_to(PKG)} imports {n}" for n in names if n.split(".")[0] == "ray"]
     assert not wrong, wrong

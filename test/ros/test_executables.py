@@ -11,12 +11,12 @@ SCRIPTS = sorted((REPO / "scripts" / "ros").iterdir())
 
 
 def test_ros2_run_executables_exist_and_are_executable():
-    assert {p.name for p in SCRIPTS} >= {"ovss_node", "ovss_bag_play", "ovss_bag_segment"}
+    assert {p.name for p in SCRIPTS} >= {"ovss_node", "ovss_bag_play", "ovss_bag_segment", "ovss_label_bags"}
     for path in SCRIPTS:
         assert os.access(path, os.X_OK) and path.read_text().startswith("#!/usr/bin/env python3"), path
 
 
-@pytest.mark.parametrize("name", ["ovss_bag_play", "ovss_bag_segment"])
+@pytest.mark.parametrize("name", ["ovss_bag_play", "ovss_bag_segment", "ovss_label_bags"])
 def test_bag_commands_print_help(name):
     out = subprocess.run([sys.executable, str(REPO / "scripts" / "ros" / name), "--help"], capture_output=True,
                          text=True, timeout=120)

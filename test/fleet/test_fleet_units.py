@@ -1,0 +1,121 @@
+"""The fleet's parts without Ray: which bags the inputs name, how workers are planned, and the shared bag loop
+writing in bag order when batches finish out of order."""
+import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from ovss_ros.fleet.inputs import duplicate_names, find_bags
+from ovss_ros.fleet.runtime import WorkerStartError, plan_workers
+from ovss_ros.ros.bag_pipeline import FrameResult, Interrupted, run_bag
+from ovss_ros.toy_world.bag import write_toy_bag
+
+
+@pytest.fixture(scope="module")
+def bag_tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bags")
+    write_toy_bag(root / "a", n_frames=5)
+    write_toy_bag(root / "site" / "b", n_frames=3, storage="mcap")
+    (root / "loose").mkdir()
+    write_toy_bag(root / "tmp_c", n_frames=3, storage="mcap")
+    (root / "tmp_c" / "tmp_c.mcap").rename(root / "loose" / "c.mcap")   # a bare .mcap, no metadata.yaml
+    shutil.rmtree(root / "tmp_c")
+    (root / "notes").mkdir()
+    (root / "notes" / "readme.txt").write_text("not a bag")
+    return root
+
+
+def test_inputs_name_bag_dirs_files_globs_and_folders(bag_tree):
+    r = bag_tree
+    got = find_bags([str(r / "a"), str(r / "site" / "b" / "b.mcap"), str(r / "loose" / "*.mcap")])
+    assert [(b.name, b.path, b.error) for b in got] == [
+        ("a", r / "a", ""), ("b", r / "site" / "b", ""), ("c", r / "loose" / "c.mcap", "")]
+    searched = find_bags([str(r)], exclude=r / "site")       # a folder of bags; the output folder left out
+    assert [b.name for b in searched if not b.error] == ["a", "c"]
+    again = find_bags([str(r / "a"), str(r / "a" / "metadata.yaml")])
+    assert [b.name for b in again] == ["a"]                  # one bag named twice is labelled once
+
+
+def test_inputs_naming_no_bag_become_failures_not_a_stop(bag_tree):
+    got = find_bags([str(bag_tree / "notes"), str(bag_tree / "nothing*"), str(bag_tree / "a")])
+    assert [bool(b.error) for b in got] == [True, True, False]
+    assert "no rosbag2 directory" in got[0].error and "no such file" in got[1].error
+
+
+def test_same_names_from_two_folders_are_refused(tmp_path):
+    write_toy_bag(tmp_path / "x" / "run", n_frames=1)
+    write_toy_bag(tmp_path / "y" / "run", n_frames=1)
+    assert list(duplicate_names(find_bags([str(tmp_path / "x" / "run"), str(tmp_path / "y" / "run")]))) == ["run"]
+
+
+def test_workers_fill_the_cluster_or_are_refused_when_they_cannot_fit():
+    cpus, gpus = {"CPU": 8.0, "GPU": 0.0}, {"CPU": 16.0, "GPU": 2.0}
+    assert plan_workers(cpus, "auto", None, 1, 2.0) == (4, 2.0, 0.0)
+    assert plan_workers(gpus, "auto", None, 3, 1.0) == (6, 1.0, pytest.approx(1 / 3))
+    assert plan_workers(gpus, "cpu", 2, 1, 1.0) == (2, 1.0, 0.0)           # --device cpu: no GPU reserved
+    with pytest.raises(WorkerStartError, match="cannot hold 9"):
+        plan_workers(cpus, "auto", 9, 1, 1.0)
+    with pytest.raises(WorkerStartError):
+        plan_workers(cpus, "cuda", 1, 1, 1.0)                               # cuda asked, none there
+
+
+class Recorder:
+    """A sink that records what it is given, in order."""
+
+    def __init__(self):
+        self.events, self.closed = [], False
+
+    def open(self, reader, cameras):
+        self.events.append(("open", tuple(c.topic for c in cameras)))
+
+    def copy(self, conn, stamp, raw):
+        self.events.append(("copy", conn.topic, stamp))
+
+    def frame(self, conn, stamp, result):
+        self.events.append(("frame", conn.topic, stamp, result.data["size"]))
+
+    def close(self):
+        self.closed = True
+
+
+def _segment(frames):
+    return [FrameResult(True, data={"size": len(raw)}) for _, raw in frames]
+
+
+def test_batches_finishing_out_of_order_are_written_in_bag_order(bag_tree):
+    """Later batches finish first here (like a fast worker next to a slow one); the sink still sees exactly
+    what the one-frame-at-a-time loop of ovss-bag-segment gives it."""
+    from ovss_ros.ros.bag_pipeline import done
+
+    ref = Recorder()
+    run_bag(bag_tree / "a", ref, None, lambda frames: done(_segment(frames)))
+    finished, lock = [], threading.Lock()
+
+    def slow_first(i, frames):
+        time.sleep(0.05 * (3 - i % 3))        # the first of every three batches takes longest
+        with lock:
+            finished.append(i)
+        return _segment(frames)
+
+    with ThreadPoolExecutor(3) as pool:
+        counter = iter(range(1000))
+        got = Recorder()
+        stats = run_bag(bag_tree / "a", got, None, lambda f: pool.submit(slow_first, next(counter), f),
+                        batch_size=2, lookahead=2)
+    assert finished != sorted(finished)        # batches did finish out of order
+    assert got.events == ref.events and got.closed
+    assert stats.frames == 10 and stats.cameras == 2   # 5 camera + 5 ground-truth images
+
+
+def test_a_stop_request_interrupts_and_closes_the_sink(bag_tree):
+    stop, sink = threading.Event(), Recorder()
+
+    def submit(frames):
+        stop.set()                            # Ctrl-C arrives while the first batch is out
+        return ThreadPoolExecutor(1).submit(lambda: _segment(frames))
+
+    with pytest.raises(Interrupted):
+        run_bag(bag_tree / "a", sink, None, submit, batch_size=1, lookahead=4, stop=stop)
+    assert sink.closed
