@@ -1,6 +1,8 @@
 """The fleet's parts without Ray: which bags the inputs name, how workers are planned, and the shared bag loop
 writing in bag order when batches finish out of order."""
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -119,3 +121,12 @@ def test_a_stop_request_interrupts_and_closes_the_sink(bag_tree):
     with pytest.raises(Interrupted):
         run_bag(bag_tree / "a", sink, None, submit, batch_size=1, lookahead=4, stop=stop)
     assert sink.closed
+
+
+def test_engine_node_and_bag_segment_run_without_ray():
+    """Ray is the fleet's optional dependency: the rest imports and works with it made unimportable."""
+    code = ("import sys; sys.modules['ray'] = None\n"
+            "import ovss_ros, ovss_ros.segmenter, ovss_ros.cli, ovss_ros.ros.node, ovss_ros.ros.bag_segment\n"
+            "print('ok', any(k == 'ray' or k.startswith('ray.') for k in sys.modules if sys.modules[k]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0 and "ok False" in out.stdout, out.stderr[-2000:]

@@ -54,7 +54,23 @@ def bags(tmp_path_factory):
     data = bytearray(db.read_bytes())
     data[100:4000] = bytes(range(256)) * 15 + bytes(60)              # the SQLite header and schema garbled
     db.write_bytes(bytes(data))
+    _with_broken_frame(root / "b0", root / "broken_frame", index=2)
     return root
+
+
+def _with_broken_frame(src, dst, index):
+    """A copy of a good bag whose index-th camera message is garbage: the bag opens, its first frames are
+    segmented, then a worker cannot deserialize one (a failure in the middle of the work)."""
+    from ovss_ros.ros.bag_io import copy_connection, open_writer
+
+    with Reader(str(src)) as r, open_writer(str(dst), "sqlite3") as w:
+        conns = {c.id: copy_connection(w, c) for c in r.connections}
+        seen = 0
+        for c, t, raw in r.messages():
+            if c.topic == IMAGE_TOPIC:
+                seen += 1
+                raw = raw[:40] + bytes([255]) * 40 if seen == index + 1 else raw
+            w.write(conns[c.id], t, bytes(raw))
 
 
 def messages(path):
@@ -77,17 +93,19 @@ def test_every_good_bag_is_labelled_and_the_corrupt_one_fails_alone(labelled, ba
     rc, out = labelled
     assert rc == 1                                        # a failure is reported in the exit status
     rep = report(out)
-    assert rep["bags"] == {"total": 4, "ok": 3, "skipped_complete": 0, "failed": 1, "interrupted": 0,
-                                "not_started": 0}
-    [failure] = rep["failures"]
-    assert failure["bag"] == "corrupt" and "corrupt.db3" in failure["reason"], failure
+    assert rep["bags"] == {"total": 5, "ok": 3, "skipped_complete": 0, "failed": 2, "interrupted": 0,
+                           "not_started": 0}
+    failures = {f["bag"]: f["reason"] for f in rep["failures"]}
+    assert "corrupt.db3" in failures.pop("corrupt")                   # unreadable: found before any work
+    assert "deserialize" in failures.pop("broken_frame") and not failures   # failed in the middle
     assert sorted(p.name for p in out.iterdir()) == ["b0", "b1", "b2", "fleet_job.json", "fleet_report.json"]
     for name, (n, _) in GOOD.items():
         assert len([m for m in messages(out / name) if m[0] == LABELS]) == n
     assert rep["frames"] == sum(n for n, _ in GOOD.values())
     workers = rep["workers"]
     assert len(workers) == 2 and all(w["frames"] > 0 for w in workers)        # the work was shared
-    assert sum(w["frames"] for w in workers) == rep["frames"] and rep["fps"] > 0
+    # the workers also segmented broken_frame's first batch, whose bag then failed
+    assert sum(w["frames"] for w in workers) == rep["frames"] + 2 and rep["fps"] > 0
 
 
 @pytest.mark.parametrize("name", ["b0", "b1"])           # sqlite3 and mcap
@@ -114,7 +132,7 @@ def test_output_equals_ovss_bag_segment(labelled, bags, tmp_path, name):
 def test_dataset_manifest_matches_the_labels(cluster, bags, labelled, tmp_path):
     _, bag_out = labelled
     out = tmp_path / "ds"
-    rc = cli.main([str(bags / "b*"), "--out", str(out), "--kind", "dataset", "--workers", "2", *COMMON])
+    rc = cli.main([str(bags / "b[0-9]"), "--out", str(out), "--kind", "dataset", "--workers", "2", *COMMON])
     assert rc == 0
     rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert [r["bag"] for r in rows] == [name for name, (n, _) in GOOD.items() for _ in range(n)]
