@@ -36,7 +36,7 @@ def start_runtime(address: Optional[str], num_cpus: Optional[int] = None, num_gp
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)   # never RAY_ADDRESS
     _OWN_RUNTIME = True
     return time.perf_counter() - t0
 

@@ -173,13 +173,14 @@ def _state(path: Path):
 
 def test_interrupted_run_leaves_only_complete_outputs_and_resumes(cluster, tmp_path):
     """Ctrl-C once some bags are complete: nothing half-written under a final name; a rerun leaves the
-    complete bags untouched and does the rest."""
+    complete bags untouched and does the rest. The first run starts its own local runtime (no --address,
+    as a user would), the rerun joins the module's runtime by address (an existing cluster)."""
     src, out = tmp_path / "in", tmp_path / "out"
     names = [f"r{i}" for i in range(6)]
     for i, name in enumerate(names):
         write_toy_bag(src / name, seed=i, n_frames=4, storage="mcap" if i % 2 else "sqlite3")
     args = [str(src), "--out", str(out), "--workers", "2", "--frames-per-batch", "1", *COMMON]
-    proc = subprocess.Popen([sys.executable, "-m", "ovss_ros.fleet.cli", *args, "--address", cluster,
+    proc = subprocess.Popen([sys.executable, "-m", "ovss_ros.fleet.cli", *args, "--num-cpus", "2",
                              "--debug-extra-latency", "0.4"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     try:
@@ -196,12 +197,15 @@ def test_interrupted_run_leaves_only_complete_outputs_and_resumes(cluster, tmp_p
     for n in done:                                             # whatever has a final name is whole
         assert len([m for m in messages(out / n) if m[0] == LABELS]) == 4
     rep = report(out)
-    assert rep["interrupted"] and rep["bags"]["ok"] == len(done)
+    assert rep["interrupted"] and rep["bags"]["ok"] == len(done) and rep["address"] == "local"
     before = {n: _state(out / n) for n in done}
 
-    assert cli.main(args) == 0
+    rerun = subprocess.run([sys.executable, "-m", "ovss_ros.fleet.cli", *args, "--address", cluster],
+                           capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
     rep = report(out)
     assert rep["bags"]["skipped_complete"] == len(done) and rep["bags"]["ok"] == len(names) - len(done)
+    assert rep["address"] == cluster and rep["cluster"]["CPU"] == 2
     assert {n: _state(out / n) for n in done} == before       # not rewritten
     for n in names:
         assert len([m for m in messages(out / n) if m[0] == LABELS]) == 4
