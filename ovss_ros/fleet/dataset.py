@@ -46,6 +46,8 @@ class DatasetSink:
     """Driver side: writes one bag's PNGs and manifest under `root` (its temporary folder); `name` is the
     bag's final folder name, which the manifest's paths use."""
 
+    copies = False   # keeps no original messages: run_bag reads only the camera topics
+
     def __init__(self, root, name: str):
         self.root, self.name = Path(root), name
         self.manifest = None

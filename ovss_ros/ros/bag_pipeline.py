@@ -165,8 +165,9 @@ def run_bag(src, sink, topics: Optional[Sequence[str]], submit: Callable[[list],
             on_frames: Optional[Callable[[int], None]] = None, log=None) -> BagStats:
     """Segment one bag into `sink`. Camera frames go to `submit` in batches of `batch_size` (consecutive
     frames: a time range of the bag); at most `lookahead` + 1 batches are out at once, the rest of the bag
-    waits, so memory stays bounded. Messages reach the sink in the bag's order, each frame's outputs right
-    after it. `stop` (an Event) ends the run with Interrupted; `sink.close` runs either way."""
+    waits, so memory stays bounded (other topics' messages between are held until the frames before them
+    are written). Messages reach the sink in the bag's order, each frame's outputs right after it; for a
+    sink whose `copies` is False only the camera topics are read. `stop` (an Event) ends the run with Interrupted; `sink.close` runs either way."""
     log = log or (lambda text: print(text, file=sys.stderr))
     stats = BagStats()
     pending: deque = deque()      # [conn, stamp, raw, batch or None, index in batch], in bag order
@@ -206,7 +207,12 @@ def run_bag(src, sink, topics: Optional[Sequence[str]], submit: Callable[[list],
             names = {c.topic for c in cams}
             sink.open(reader, cams)
             batch = _Batch()
-            for conn, stamp, raw in reader.messages():
+            # a sink that keeps no original messages (a dataset) reads the camera topics alone
+            if getattr(sink, "copies", True):
+                source = reader.messages()
+            else:
+                source = reader.messages(connections=cams) if cams else iter(())
+            for conn, stamp, raw in source:
                 if stop is not None and stop.is_set():
                     raise Interrupted()
                 if conn.topic in names:

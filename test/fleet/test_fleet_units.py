@@ -130,3 +130,14 @@ def test_engine_node_and_bag_segment_run_without_ray():
             "print('ok', any(k == 'ray' or k.startswith('ray.') for k in sys.modules if sys.modules[k]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
     assert out.returncode == 0 and "ok False" in out.stdout, out.stderr[-2000:]
+
+
+def test_a_sink_that_keeps_no_copies_reads_the_camera_topics_only(bag_tree):
+    """A dataset needs the frames alone: other topics (lidar, ...) are not even read."""
+    from ovss_ros.ros.bag_pipeline import done
+
+    sink = Recorder()
+    sink.copies = False
+    run_bag(bag_tree / "a", sink, ["/camera/image_raw"], lambda frames: done(_segment(frames)))
+    assert {e[1] for e in sink.events if e[0] in ("copy", "frame")} == {"/camera/image_raw"}
+    assert len([e for e in sink.events if e[0] == "frame"]) == 5
