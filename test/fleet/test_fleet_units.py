@@ -141,3 +141,47 @@ def test_a_sink_that_keeps_no_copies_reads_the_camera_topics_only(bag_tree):
     run_bag(bag_tree / "a", sink, ["/camera/image_raw"], lambda frames: done(_segment(frames)))
     assert {e[1] for e in sink.events if e[0] in ("copy", "frame")} == {"/camera/image_raw"}
     assert len([e for e in sink.events if e[0] == "frame"]) == 5
+
+
+def test_frames_go_through_the_engines_batched_path_when_it_has_one(bag_tree):
+    """segment_batch, where the engine has it, gets a whole batch; a ValueError there redoes the batch frame by
+    frame so only the bad frame is skipped."""
+    from types import SimpleNamespace
+
+    from rosbags.rosbag2 import Reader
+
+    from ovss_ros.ros.bag_pipeline import segment_frames
+
+    with Reader(str(bag_tree / "a")) as r:
+        frames = [(c.msgtype, bytes(raw)) for c, _, raw in r.messages() if c.topic == "/camera/image_raw"][:3]
+
+    class Engine:
+        config = SimpleNamespace(max_image_pixels=10**8)
+
+        def __init__(self, fail_batch):
+            self.calls, self.fail_batch = [], fail_batch
+
+        def segment_batch(self, rgbs):
+            self.calls.append(("batch", len(rgbs)))
+            if self.fail_batch:
+                raise ValueError("one frame is too large")
+            return [rgb.mean() for rgb in rgbs]
+
+        def segment(self, rgb):
+            self.calls.append(("one", 1))
+            if len(self.calls) == 3:
+                raise ValueError("too large")
+            return rgb.mean()
+
+    def render(seg, res, rgb, header):
+        return FrameResult(True, data={"mean": res, "sec": header.stamp.sec})
+
+    ok = Engine(False)
+    out = segment_frames(ok, frames, render)
+    assert ok.calls == [("batch", 3)] and all(r.ok for r in out)
+    bad = Engine(True)
+    out = segment_frames(bad, frames, render)
+    assert bad.calls == [("batch", 3), ("one", 1), ("one", 1), ("one", 1)]
+    assert [r.ok for r in out] == [True, False, True] and out[1].reason == "too large"
+    assert [r.data["mean"] for r in out if r.ok] == [o.data["mean"] for i, o in
+                                                     enumerate(segment_frames(ok, frames, render)) if i != 1]
