@@ -153,9 +153,6 @@ class Worker:
             finally:
                 self.busy.clear()
 
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
     def stop(self, timeout: float = 10.0) -> bool:
         """Close the queue and wait up to `timeout` for the frame in flight; True if the thread ended."""
         self.frames.close()

@@ -108,6 +108,7 @@ def test_parameter_checks_have_no_side_effects_and_one_reason(probe, start_node)
         "engine.dropout_rounds": [0], "engine.max_classes": [0], "engine.blur_sigma": [-0.1],
         "engine.postprocess": ["sharpen"], "input_transport": ["carrier_pigeon"], "device": ["gpu7"],
         "vocabulary": [[""], "", " , "], "diagnostics_period": [0.0], "preset": ["paper"],
+        "overlay_alpha": [1.5], "max_frame_age": [-1.0], "torch_threads": [-2],
     }
     for name, values in refusals.items():
         for value in values:
