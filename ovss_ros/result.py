@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 
@@ -13,12 +14,14 @@ class SegmentationResult:
     presence: np.ndarray          # [C] ITM match probability per class (NaN where not computed)
     present: np.ndarray           # [C] bool: the classes that were segmented
     class_ids: np.ndarray         # [K] label ids of the segmented classes
-    class_maps: np.ndarray        # [K, H, W] float32 in [0, 1], per segmented class
-    confidence: np.ndarray        # H x W float32 in [0, 1]: the winning channel's score
+    # The extras below are None unless asked for (`segment(..., outputs=...)`): at full resolution they cost
+    # more than the labels themselves (a 1080p frame with 12 classes: ~100 MB of class maps).
+    class_maps: Optional[np.ndarray] = None   # [K, H, W] float32 in [0, 1], per segmented class
+    confidence: Optional[np.ndarray] = None   # H x W float32 in [0, 1]: the winning channel's score
     timings: dict = field(default_factory=dict)   # stage -> seconds
     # [K, g, g] float32 per segmented class (ids in class_ids), g = the model's patch grid side: the
     # accumulated Salience Dropout GradCAM maps before threshold, upsampling and post-processing
-    raw_maps: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), np.float32))
+    raw_maps: Optional[np.ndarray] = None
 
     def summary(self) -> dict:
         counts = np.bincount(self.labels.ravel(), minlength=len(self.class_names) + 1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import time
 from collections import OrderedDict
-from typing import Optional, Sequence, Union
+from typing import Collection, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -16,6 +16,19 @@ from .model_loading import DEFAULT_MODEL, LoadedModel, load_blip, wrap_blip
 from .model_check import ModelCheck
 from .prompts import PromptBatch, VocabularyError
 from .result import SegmentationResult
+
+# What segment() can return: labels always; the others only when asked for.
+OUTPUTS = ("labels", "confidence", "class_maps", "raw_maps")
+
+
+def check_outputs(outputs: Collection[str]) -> frozenset:
+    if isinstance(outputs, str):
+        outputs = (outputs,)
+    unknown = sorted(set(outputs) - set(OUTPUTS))
+    if unknown:
+        raise ValueError(f"unknown outputs {unknown}: expected some of {list(OUTPUTS)}")
+    return frozenset(outputs) | {"labels"}
+
 
 _PROMPT_FIELDS = {"prompt_template", "prompt_mode", "gradcam_rows", "max_classes", "max_class_name_length"}
 
@@ -173,10 +186,25 @@ class Segmenter:
                 raise VocabularyError(f"present class {p!r} is not in the vocabulary")
         return sorted(out)
 
+    def segment_batch(self, images: Sequence, presents: Optional[Sequence] = None,
+                      outputs: Collection[str] = ("labels",)) -> list[SegmentationResult]:
+        """Segment several frames (e.g. one per camera) together; results in input order."""
+        presents = list(presents) if presents is not None else [None] * len(images)
+        return [self.segment(im, p, outputs=outputs) for im, p in zip(images, presents)]
+
     @torch.no_grad()
-    def segment(self, image, present: Optional[Sequence[Union[str, int]]] = None) -> SegmentationResult:
+    def segment(self, image, present: Optional[Sequence[Union[str, int]]] = None,
+                outputs: Collection[str] = ("labels",)) -> SegmentationResult:
         """Segment one RGB image. `present` forces the classes to segment (e.g. ground truth),
-        bypassing class presence."""
+        bypassing class presence. `outputs`: what to return besides labels (see OUTPUTS)."""
+        res = self._segment(image, present)
+        wanted = check_outputs(outputs)
+        for name in OUTPUTS[1:]:
+            if name not in wanted:
+                setattr(res, name, None)
+        return res
+
+    def _segment(self, image, present):
         if not self._vocab:
             raise VocabularyError("no vocabulary set: call set_vocabulary() first")
         cfg, model = self._config, self.model

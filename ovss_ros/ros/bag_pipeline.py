@@ -39,6 +39,10 @@ class FrameResult:
     data: dict = field(default_factory=dict)         # anything else a renderer returns (datasets)
 
 
+# the engine extras every written bag carries (confidence image, per-class score masks)
+BAG_OUTPUTS = ("labels", "confidence", "class_maps")
+
+
 @dataclass(frozen=True)
 class BagOutputOptions:
     model: str = ""
@@ -79,12 +83,12 @@ def segment_frames(seg, frames: Sequence[tuple], render: Callable) -> list[Frame
     results = None
     if hasattr(seg, "segment_batch") and len(decoded) > 1:
         try:
-            results = seg.segment_batch([rgb for _, _, rgb in decoded])
+            results = seg.segment_batch([rgb for _, _, rgb in decoded], outputs=BAG_OUTPUTS)
         except ValueError:
             results = None        # one bad frame: redo one by one so only it is skipped
     for k, (i, msg, rgb) in enumerate(decoded):
         try:
-            res = results[k] if results is not None else seg.segment(rgb)
+            res = results[k] if results is not None else seg.segment(rgb, outputs=BAG_OUTPUTS)
         except (BadFrame, ValueError) as exc:
             out[i] = FrameResult(False, str(exc))
             continue

@@ -116,7 +116,7 @@ class FramePipeline:
                 return
             version = self.engine.version
             try:
-                result = seg.segment(rgb)
+                result = seg.segment(rgb, outputs=("labels", "confidence", "class_maps"))
             except (ImageError, VocabularyError) as exc:
                 st.bad.add(str(exc))
                 self.warn_once((cam, "bad", str(exc)), f"camera '{cam}': skipping frame the engine refused: {exc}")

@@ -7,7 +7,7 @@ from ovss_ros import postprocess
 from ovss_ros.config import POSTPROCESS_MAX_SIDE_CAP, make_config
 from ovss_ros.model_loading import load_blip
 from ovss_ros.prompts import VocabularyError
-from ovss_ros.segmenter import Segmenter
+from ovss_ros.segmenter import OUTPUTS as ALL, Segmenter
 from ovss_ros.tiny_model import blip_config, build_blip, word_tokenizer
 
 WORDS = ["red", "green", "blue", "yellow", "circle", "square", "triangle", "dog", "cat", "tree", "sky", "striped",
@@ -23,7 +23,7 @@ def test_in_memory_model_segments_like_its_saved_copy(tiny_loaded, tiny_blip_wor
     saved = Segmenter(tiny_loaded, make_config("tiny", presence="all"))
     for s in (ours, saved):
         s.set_vocabulary(["dog", "red circle"])
-    a, b = ours.segment(rgb), saved.segment(rgb)
+    a, b = ours.segment(rgb, outputs=ALL), saved.segment(rgb, outputs=ALL)
     np.testing.assert_array_equal(a.labels, b.labels)
     np.testing.assert_allclose(a.raw_maps, b.raw_maps, rtol=1e-5, atol=1e-7)
 
@@ -109,7 +109,7 @@ def test_unknown_words_are_refused_by_name(tiny_loaded, rgb):
 def test_raw_maps_are_the_maps_before_threshold_and_postprocessing(tiny_loaded, rgb):
     seg = Segmenter(tiny_loaded, make_config("tiny", presence="all", postprocess="none", background="never"))
     seg.set_vocabulary(["dog", "tree", "sky"])
-    res = seg.segment(rgb, present=["tree", "sky"])
+    res = seg.segment(rgb, present=["tree", "sky"], outputs=ALL)
     grid = tiny_loaded.native_image_size // tiny_loaded.model.config.vision_config.patch_size
     assert res.raw_maps.shape == (2, grid, grid) and res.raw_maps.dtype == np.float32
     assert res.class_ids.tolist() == [2, 3] and res.raw_maps.max() > 0
@@ -117,7 +117,7 @@ def test_raw_maps_are_the_maps_before_threshold_and_postprocessing(tiny_loaded, 
     expected = postprocess.minmax(postprocess.upsample(kept, rgb.shape[:2])).numpy()
     np.testing.assert_allclose(res.class_maps, expected, atol=1e-6)
     seg.update_config(presence="itm", presence_threshold=1.0)
-    assert seg.segment(rgb).raw_maps.shape == (0, grid, grid)
+    assert seg.segment(rgb, outputs=ALL).raw_maps.shape == (0, grid, grid)
 
 
 # -- bounded post-processing ---------------------------------------------------------------------------
@@ -137,6 +137,6 @@ def test_large_frame_is_post_processed_at_the_bounded_size(tiny_loaded, monkeypa
     seg.set_vocabulary(["dog", "tree"])
     frame = np.zeros((3000, 4000, 3), np.uint8)
     frame[500:2000, 1000:3000] = (200, 40, 40)
-    res = seg.segment(frame)
+    res = seg.segment(frame, outputs=ALL)
     assert seen == [(torch.Size([3, 768, 1024]), (768, 1024, 3))]
     assert res.labels.shape == (3000, 4000) and res.class_maps.shape == (2, 3000, 4000)

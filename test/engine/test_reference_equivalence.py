@@ -6,7 +6,7 @@ import torch
 
 from ovss_ros.config import make_config
 from ovss_ros.prompts import enc_token_id
-from ovss_ros.segmenter import Segmenter
+from ovss_ros.segmenter import OUTPUTS as ALL, Segmenter
 
 from reference_literal import segment as reference_segment
 
@@ -53,7 +53,7 @@ def test_realtime_with_four_pixel_passes_in_fp32_equals_paper(tiny_loaded, rgb):
                                             presence="all", dropout_rounds=4, dropout_mode="pixel",
                                             vision_dtype="float32"))
     rt.set_vocabulary(CLASSES)
-    a, b = ref.segment(rgb), rt.segment(rgb)
+    a, b = ref.segment(rgb, outputs=ALL), rt.segment(rgb, outputs=ALL)
     # same maps; realtime's blur-only post-processing changes only the final CRF step
     np.testing.assert_allclose(a.class_maps, b.class_maps, atol=1e-5)
     rt.update_config(postprocess="blur+crf")

@@ -5,7 +5,7 @@ import pytest
 from ovss_ros.config import make_config
 from ovss_ros.image_io import ImageError, to_rgb_uint8
 from ovss_ros.prompts import VocabularyError
-from ovss_ros.segmenter import Segmenter
+from ovss_ros.segmenter import OUTPUTS as ALL, Segmenter
 
 
 @pytest.fixture
@@ -16,7 +16,7 @@ def seg(tiny_loaded):
 
 
 def test_result_contract(seg, rgb):
-    res = seg.segment(rgb)
+    res = seg.segment(rgb, outputs=ALL)
     assert res.labels.shape == rgb.shape[:2] and res.labels.dtype == np.uint8
     assert set(np.unique(res.labels)) <= {0, 1, 2, 3}
     assert res.class_names == ("red circle", "dog", "tree")
@@ -35,7 +35,7 @@ def test_itm_presence_is_reported_and_filters(seg, rgb):
     res = seg.segment(rgb)
     assert ((res.presence > 0) & (res.presence < 1)).all() and res.present.all()
     seg.update_config(presence_threshold=1.0)            # the random model is never certain
-    res = seg.segment(rgb)
+    res = seg.segment(rgb, outputs=ALL)
     assert not res.present.any() and (res.labels == 0).all() and res.class_maps.shape[0] == 0
     seg.update_config(presence_threshold=0.0, presence_top_k=1)
     res = seg.segment(rgb)
@@ -132,9 +132,9 @@ def test_config_checks_against_the_model(tiny_loaded):
 
 
 def test_prompt_change_rebuilds_text_cache(seg, rgb):
-    before = seg.segment(rgb).class_maps
+    before = seg.segment(rgb, outputs=ALL).class_maps
     seg.update_config(prompt_template="a photo of {}")
-    assert not np.allclose(seg.segment(rgb).class_maps, before)
+    assert not np.allclose(seg.segment(rgb, outputs=ALL).class_maps, before)
     assert seg.vocabulary == ("red circle", "dog", "tree")
 
 
@@ -150,7 +150,7 @@ def test_presets_run_end_to_end_on_tiny_model(tiny_loaded, rgb, preset):
 def test_reduced_postprocess_resolution_returns_full_size(seg):
     big = np.random.default_rng(1).integers(0, 255, (400, 500, 3), dtype=np.uint8)
     seg.update_config(postprocess_max_side=100)
-    res = seg.segment(big)
+    res = seg.segment(big, outputs=ALL)
     assert res.labels.shape == (400, 500) and res.class_maps.shape == (3, 400, 500)
 
 
