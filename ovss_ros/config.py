@@ -25,6 +25,7 @@ PROMPT_MODES = ("single", "per_class")
 GRADCAM_ROWS = ("class_tokens", "first_token")
 PRESENCE_MODES = ("itm", "all")
 VISION_DTYPES = ("auto", "float32", "bfloat16", "float16")
+COMPILE_MODES = ("none", "torch_compile")
 
 # Blur/CRF never run above this long side, whatever postprocess_max_side says (None = up to this cap):
 # DenseCRF on a 4000x3000 frame took 97 s and 3.6 GB; at 1024 px it is seconds, and 1024 still covers
@@ -42,6 +43,7 @@ ENGINE_CHOICES: dict[str, tuple[str, ...]] = {
     "background": BACKGROUND_MODES,
     "postprocess": POSTPROCESS_MODES,
     "vision_dtype": VISION_DTYPES,
+    "compile": COMPILE_MODES,
 }
 
 ENGINE_LIMITS: dict[str, tuple[Optional[float], Optional[float]]] = {
@@ -108,6 +110,7 @@ class SegmenterConfig:
     crf_bilateral_compat: float = 10.0
     # -- numerics
     vision_dtype: str = "float32"            # auto (bf16 on CUDA, fp32 on CPU) / float32 / bfloat16 / float16: no-grad ViT pass
+    compile: str = "none"                    # none / torch_compile: ViT and text layers through torch.compile
     # -- input limits
     max_classes: int = 256
     max_class_name_length: int = 64

@@ -1,103 +1,50 @@
-"""GradCAM on BLIP's text-to-image cross-attention, driven by the raw ITM match logit."""
+"""GradCAM on BLIP's text-to-image cross-attention, driven by the raw ITM match logit.
+
+GC = A * relu(dL/dA) on the chosen head (or the mean over heads), summed over the chosen layers, where A is
+the cross-attention probability of a caption token over the image patches and L the ITM match logit summed
+over captions (captions do not interact, so each gets its own gradient). PnP-OVSS (Luo et al., 2024) builds
+its class maps from these per-token maps; text_pass.itm_pass supplies A with captions folded into the query
+axis, [F, heads, C*T, N+1].
+"""
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Sequence, Union
 
 import torch
 
-from .prompts import PromptBatch
+from .text_cache import CaptionPlan
 
 
-def share_image_projections(model) -> None:
-    """Compute cross-attention keys/values of the image tokens once per batch of captions.
-
-    Captions in a batch see the same image (`expand`ed, batch stride 0), yet each layer would project its
-    N image tokens once per caption: with 20 classes that is most of the frame's compute. These hooks run the
-    projection on one copy and broadcast the result: the same numbers, C times fewer multiplications.
-    Installed once per model; state_dict and outputs are unchanged.
-    """
-    if getattr(model, "_ovss_shared_projections", False):
-        return
-
-    def before(module, args):
-        x = args[0]
-        module._ovss_batch = x.shape[0] if x.dim() == 3 and x.shape[0] > 1 and x.stride(0) == 0 else None
-        return (x[:1],) + tuple(args[1:]) if module._ovss_batch else None
-
-    def after(module, _args, out):
-        return out.expand(module._ovss_batch, *out.shape[1:]) if module._ovss_batch else None
-
-    for proj in image_projections(model):
-        proj.register_forward_pre_hook(before)
-        proj.register_forward_hook(after)
-    model._ovss_shared_projections = True
+def gradients(logits: torch.Tensor, probs: dict[int, torch.Tensor], layers: Sequence[int],
+              rows=None) -> list[torch.Tensor]:
+    """dL/dA for the captured layers; L = the match logit summed over the captions `rows` (all if None)."""
+    with torch.enable_grad():      # the callers run under no_grad; the sum must join the graph
+        match = logits[:, 1] if rows is None else logits[:, 1][rows]
+        return list(torch.autograd.grad(match.sum(), [probs[i] for i in layers]))
 
 
-def image_projections(model):
-    """The key and value projections of every text layer's cross-attention: the only modules that see
-    the image tokens."""
-    for layer in model.text_encoder.encoder.layer:
-        cross = getattr(layer, "crossattention", None)
-        if cross is not None:
-            yield cross.self.key
-            yield cross.self.value
-
-
-def itm_forward(model, prompts: PromptBatch, image_embeds: torch.Tensor, output_attentions: bool):
-    """Text encoder over image tokens, then the ITM head on the first ([ENC]) position.
-
-    Called directly rather than through `BlipForImageTextRetrieval.forward`, which neither returns
-    cross-attentions nor applies [ENC] (see docs/deviations.md).
-    """
-    b = prompts.input_ids.shape[0]
-    if image_embeds.shape[0] != b:
-        image_embeds = image_embeds.expand(b, -1, -1)
-    image_mask = torch.ones(image_embeds.shape[:2], dtype=torch.long, device=image_embeds.device)
-    out = model.text_encoder(input_ids=prompts.input_ids, attention_mask=prompts.attention_mask,
-                             encoder_hidden_states=image_embeds, encoder_attention_mask=image_mask,
-                             output_attentions=output_attentions, return_dict=True)
-    logits = model.itm_head(out.last_hidden_state[:, 0, :])
-    return logits, out
-
-
-def token_gradcam(model, prompts: PromptBatch, image_embeds: torch.Tensor, layers: Sequence[int],
-                  head: Union[int, str], kept: Optional[torch.Tensor] = None,
-                  n_patches: Optional[int] = None) -> torch.Tensor:
-    """Per-token GradCAM maps [B, T, N] over image patches (image CLS key dropped).
-
-    GC = A * relu(dL/dA) on the chosen head (or the mean over heads), summed over `layers`; L is the
-    raw ITM match logit summed over captions (captions do not interact, so each gets its own gradient).
-    `kept` lists the patch indices present in `image_embeds` (attention-mode dropout removes the
-    others); their maps are scattered back to the full grid of `n_patches`.
-    """
-    image_embeds = image_embeds.detach().requires_grad_(True)   # leaf: builds the graph with frozen weights
-    with torch.enable_grad():
-        logits, out = itm_forward(model, prompts, image_embeds, output_attentions=True)
-        attns = [out.cross_attentions[i] for i in layers]
-        grads = torch.autograd.grad(logits[:, 1].sum(), attns)
+def token_gradcam(probs: dict[int, torch.Tensor], grads: Sequence[torch.Tensor], layers: Sequence[int],
+                  head: Union[int, str], text_mask: torch.Tensor) -> torch.Tensor:
+    """Per-token GradCAM maps [B, T, N] over image patches (image CLS key dropped); B = frames x captions."""
     gc = None
-    for a, g in zip(attns, grads):
-        cam = a.detach()[:, :, :, 1:] * g[:, :, :, 1:].clamp(min=0)
+    for i, g in zip(layers, grads):
+        cam = probs[i].detach()[..., 1:] * g[..., 1:].clamp(min=0)
         cam = cam.mean(dim=1) if head == "mean" else cam[:, int(head)]
         gc = cam if gc is None else gc + cam
-    gc = gc.float() * prompts.attention_mask[:, :, None].to(gc.dtype)
-    if kept is not None:
-        full = gc.new_zeros(gc.shape[0], gc.shape[1], n_patches)
-        full[:, :, kept] = gc
-        gc = full
-    return gc
+    b, t = text_mask.shape
+    return gc.float().reshape(b, t, -1) * text_mask[:, :, None].to(torch.float32)
 
 
-def class_maps(token_maps: torch.Tensor, prompts: PromptBatch) -> torch.Tensor:
-    """Merge token rows into one map per class: the mean over the class's rows -> [C, N]."""
-    maps = [token_maps[prompts.class_caption[c], prompts.rows_of(c)].mean(dim=0)
-            for c in range(len(prompts.class_caption))]
-    return torch.stack(maps)
+def class_maps(token_maps: torch.Tensor, plan: CaptionPlan, presence_layout: bool = False) -> torch.Tensor:
+    """One frame's token maps [C', T, N] -> one map per present class [S, N]: the mean of its token rows.
+    `presence_layout`: the token maps come from the all-class presence captions (prompt_mode per_class)."""
+    cap = plan.presence_row_caption if presence_layout else plan.row_caption
+    rows = token_maps[cap, plan.row_token]
+    sums = rows.new_zeros(len(plan.classes), rows.shape[1]).index_add_(0, plan.row_class, rows)
+    return sums / plan.rows_per_class[:, None]
 
 
-def ranking_map(token_maps: torch.Tensor, prompts: PromptBatch) -> torch.Tensor:
+def ranking_map(token_maps: torch.Tensor, plan: CaptionPlan, presence_layout: bool = False) -> torch.Tensor:
     """Salience used to pick patches to drop: the sum of every class token row -> [N]."""
-    rows = {(prompts.class_caption[c], r) for c in range(len(prompts.class_caption)) for r in prompts.rows_of(c)}
-    caps = torch.tensor([c for c, _ in rows], device=token_maps.device)
-    idx = torch.tensor([r for _, r in rows], device=token_maps.device)
-    return token_maps[caps, idx].sum(dim=0)
+    cap = plan.presence_rank_caption if presence_layout else plan.rank_caption
+    return token_maps[cap, plan.rank_token].sum(dim=0)

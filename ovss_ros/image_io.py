@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image
 
 
@@ -49,3 +51,32 @@ def preprocess(rgb: np.ndarray, size: int, mean, std) -> np.ndarray:
     x = np.asarray(img, dtype=np.float32) / 255.0
     x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def preprocess_torch(frame: torch.Tensor, size: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """The tensor face's `preprocess`, on the frame's device: H x W x 3 uint8 -> 3 x S x S normalised.
+
+    Antialiased bicubic (torch's PIL-compatible resampling) rounded to 8-bit levels as PIL's is; it matches
+    `preprocess` to within one 8-bit level per pixel (test/engine/test_tensor_face.py). `mean`/`std`: [3]
+    float32 tensors on the frame's device.
+    """
+    x = frame.permute(2, 0, 1)[None].float()
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+        x = x.round().clamp(0, 255)
+    return (x[0] / 255.0 - mean[:, None, None]) / std[:, None, None]
+
+
+def check_frame_tensor(frame, max_pixels: int) -> torch.Tensor:
+    """The tensor face's input check: an H x W x 3 uint8 tensor, as `to_rgb_uint8` would give."""
+    if not isinstance(frame, torch.Tensor):
+        raise ImageError(f"expected a torch.Tensor, got {type(frame).__name__}")
+    if frame.dtype != torch.uint8 or frame.dim() != 3 or frame.shape[2] != 3:
+        raise ImageError(f"expected an H x W x 3 uint8 tensor, got {tuple(frame.shape)} {frame.dtype}")
+    h, w = frame.shape[:2]
+    if h == 0 or w == 0:
+        raise ImageError(f"image has zero size ({h} x {w})")
+    if h * w > max_pixels:
+        raise ImageError(f"image of {w} x {h} pixels exceeds max_image_pixels={max_pixels}; "
+                         "downscale it first or raise the limit")
+    return frame

@@ -104,15 +104,16 @@ def work_size(h: int, w: int, max_side: Optional[int]) -> tuple[int, int]:
     return max(1, round(h * s)), max(1, round(w * s))
 
 
-def refine(channels: torch.Tensor, rgb: np.ndarray, cfg) -> tuple[torch.Tensor, torch.Tensor]:
-    """Post-process channels [L, h, w] (rgb already at h x w) -> (winning channel [h, w], soft [L, h, w])."""
+def refine(channels: torch.Tensor, rgb, cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """Post-process channels [L, h, w] -> (winning channel [h, w], soft [L, h, w]). `rgb`: the frame at h x w
+    on the host, or a callable giving it (only DenseCRF needs it)."""
     h, w = channels.shape[1:]
     blurred = cfg.postprocess in ("blur", "blur+crf")
     soft = minmax(gaussian_blur(channels, cfg.blur_sigma * max(h, w))) if blurred else channels
     if cfg.postprocess in ("crf", "blur+crf"):
-        q = dense_crf(soft.float().cpu().numpy(), rgb, cfg.crf_iterations, cfg.crf_gaussian_sxy,
-                      cfg.crf_gaussian_compat, cfg.crf_bilateral_sxy, cfg.crf_bilateral_srgb,
-                      cfg.crf_bilateral_compat)
+        q = dense_crf(soft.float().cpu().numpy(), rgb() if callable(rgb) else rgb,   # host sync: crf
+                      cfg.crf_iterations, cfg.crf_gaussian_sxy, cfg.crf_gaussian_compat, cfg.crf_bilateral_sxy,
+                      cfg.crf_bilateral_srgb, cfg.crf_bilateral_compat)
         winner = torch.from_numpy(q.argmax(axis=0)).to(channels.device)
     else:
         winner = soft.argmax(dim=0)

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
+import torch
 
 
 @dataclass
@@ -36,3 +37,16 @@ class SegmentationResult:
             "size": [int(self.labels.shape[1]), int(self.labels.shape[0])],
             "timings_ms": {k: round(v * 1000, 2) for k, v in self.timings.items()},
         }
+
+
+@dataclass
+class TensorResult:
+    """What the tensor face (Segmenter.segment_torch) returns: tensors on the model's device."""
+    labels: torch.Tensor        # [H, W] uint8 (int32 above 254 classes); ids as in SegmentationResult
+    class_names: tuple
+    presence: np.ndarray          # [C] on the host: it was needed there to choose the classes
+    present: list                 # vocabulary indices that were segmented, ascending
+    confidence: Optional[torch.Tensor] = None   # [H, W] float32, when asked for
+    class_maps: Optional[torch.Tensor] = None   # [K, H, W] float32, when asked for
+    raw_maps: Optional[torch.Tensor] = None     # [K, g, g] float32, when asked for
+    timings: dict = field(default_factory=dict)

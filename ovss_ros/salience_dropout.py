@@ -39,17 +39,15 @@ def drop_pixels(pixel_values: torch.Tensor, dropped: torch.Tensor, grid: int, ps
     return pixel_values * keep
 
 
-def kept_tokens(dropped: torch.Tensor, n_patches: int) -> torch.Tensor:
-    """Patch indices still visible; removing the others from the keys equals a -inf attention mask."""
-    keep = torch.ones(n_patches, dtype=torch.bool, device=dropped.device)
-    keep[dropped] = False
-    return keep.nonzero().flatten()
-
-
-def drop_tokens(image_embeds: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
-    """Image CLS plus the kept patch tokens."""
-    cls = torch.zeros(1, dtype=torch.long, device=kept.device)
-    return image_embeds[:, torch.cat([cls, kept + 1])]
+def attention_bias(dropped: list[torch.Tensor], n_patches: int, dtype: torch.dtype,
+                   device) -> torch.Tensor:
+    """Attention-mode dropout for a batch of frames: [F, N+1] additive cross-attention bias, -max on each
+    frame's dropped patches (image CLS at 0 is never dropped). Masking equals removing those keys (their
+    weight is exactly 0) and, unlike removing them, needs no host round trip to count what is kept."""
+    bias = torch.zeros(len(dropped), n_patches + 1, dtype=dtype, device=device)
+    for f, d in enumerate(dropped):
+        bias[f, d + 1] = torch.finfo(dtype).min
+    return bias
 
 
 def zero_dropped(maps: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:

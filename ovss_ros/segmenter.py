@@ -3,19 +3,20 @@ from __future__ import annotations
 
 import os
 import time
-from collections import OrderedDict
 from typing import Collection, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
-from . import class_presence, gradcam, postprocess, salience_dropout
+from . import text_pass
 from .config import PRESETS, SegmenterConfig, make_config
-from .image_io import preprocess, to_rgb_uint8
-from .model_loading import DEFAULT_MODEL, LoadedModel, load_blip, wrap_blip
+from .frame_batch import FrameBatch, FrameInput, FrameOutput
+from .image_io import check_frame_tensor, preprocess, preprocess_torch, to_rgb_uint8
 from .model_check import ModelCheck
-from .prompts import PromptBatch, VocabularyError
-from .result import SegmentationResult
+from .model_loading import DEFAULT_MODEL, LoadedModel, load_blip, wrap_blip
+from .prompts import VocabularyError
+from .result import SegmentationResult, TensorResult
+from .text_cache import TextCache
 
 # What segment() can return: labels always; the others only when asked for.
 OUTPUTS = ("labels", "confidence", "class_maps", "raw_maps")
@@ -48,10 +49,13 @@ def _fits(check: ModelCheck, cfg: Optional[SegmenterConfig]) -> bool:
 
 
 class _Stopwatch:
-    def __init__(self, device: torch.device):
-        self.sync = device.type == "cuda"
+    """Seconds per stage. On a GPU, stage laps wait for the device only when profiling (a wait per stage
+    would serialise the host and the device); `total` is always measured after the results are ready."""
+
+    def __init__(self, device: torch.device, profile: bool):
+        self.sync = profile and device.type == "cuda"
         self.times: dict[str, float] = {}
-        self.t = time.perf_counter()
+        self.t0 = self.t = time.perf_counter()
 
     def lap(self, stage: str) -> None:
         if self.sync:
@@ -59,6 +63,10 @@ class _Stopwatch:
         now = time.perf_counter()
         self.times[stage] = self.times.get(stage, 0.0) + now - self.t
         self.t = now
+
+    def finish(self) -> dict:
+        self.times["total"] = time.perf_counter() - self.t0
+        return self.times
 
 
 class Segmenter:
@@ -68,12 +76,14 @@ class Segmenter:
         self.loaded = loaded
         self.model = loaded.model
         self.device = loaded.device
-        gradcam.share_image_projections(self.model)
         self.check = ModelCheck.from_loaded(loaded)   # every check of settings and vocabularies
-        self._vocab: tuple[str, ...] = ()
-        self._presence_prompts: Optional[PromptBatch] = None
-        self._single_cache: "OrderedDict[tuple, PromptBatch]" = OrderedDict()
+        self.text: Optional[TextCache] = None         # the vocabulary's text, prepared once
+        self.profile = False                          # True: per-stage timings wait for the GPU at each stage
+        self._mean = torch.tensor(loaded.image_mean, dtype=torch.float32, device=self.device)
+        self._std = torch.tensor(loaded.image_std, dtype=torch.float32, device=self.device)
+        self._vision_model = self.model.vision_model
         self._config = self._checked(config or make_config("paper"))
+        self._apply_compile()
 
     @classmethod
     def from_pretrained(cls, model=DEFAULT_MODEL, preset: str = "paper", device=None, dtype=None,
@@ -124,61 +134,49 @@ class Segmenter:
         """Change engine parameters at run time; the text cache is rebuilt only if prompts change."""
         new = self._checked(self._config.replace(**changes))
         old, self._config = self._config, new
-        if self._vocab and any(getattr(old, k) != getattr(new, k) for k in _PROMPT_FIELDS):
+        vocab = self.vocabulary
+        if vocab and any(getattr(old, k) != getattr(new, k) for k in _PROMPT_FIELDS):
             try:
-                self.set_vocabulary(self._vocab)
+                self.set_vocabulary(vocab)
             except VocabularyError:
                 self._config = old
-                self.set_vocabulary(self._vocab)
+                self.set_vocabulary(vocab)
                 raise
+        self._apply_compile()
         return new
 
     # -- vocabulary (the expensive text part, paid once per change) ------------------------------
     @property
     def vocabulary(self) -> tuple[str, ...]:
-        return self._vocab
+        return self.text.names if self.text is not None else ()
 
     def set_vocabulary(self, classes: Sequence[str]) -> tuple[str, ...]:
+        """Check the class names and prepare everything about their text that does not depend on images."""
         names, presence = self.check.prompts(classes, self._config)   # VocabularyError names the problem
-        self._presence_prompts = presence.to(self.device)
-        self._single_cache.clear()
-        self._vocab = names
+        self.text = TextCache(self.model, presence, self._config.prompt_mode == "per_class",
+                              lambda sel: self.check.single_caption(sel, self._config), names, self.device)
         return names
 
-    def _gradcam_prompts(self, selected: list[int]) -> PromptBatch:
-        cfg = self._config
-        if cfg.prompt_mode == "per_class":
-            p = self._presence_prompts
-            sel = torch.tensor(selected, device=self.device)
-            mask = p.attention_mask[sel]
-            t = int(mask.sum(dim=1).max())
-            return PromptBatch(p.input_ids[sel, :t], mask[:, :t], list(range(len(selected))),
-                               [p.class_rows[i] for i in selected], p.first_rows)
-        key = tuple(selected)
-        if key not in self._single_cache:
-            names = [self._vocab[i] for i in selected]
-            self._single_cache[key] = self.check.single_caption(names, cfg).to(self.device)
-            if len(self._single_cache) > 64:
-                self._single_cache.popitem(last=False)
-        self._single_cache.move_to_end(key)
-        return self._single_cache[key]
-
-    # -- one frame -----------------------------------------------------------------------------
-    def _vision(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    # -- frames ---------------------------------------------------------------------------------
+    def vision(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Image tokens [F, N+1, D] of model inputs [F, 3, S, S] (no gradient: GradCAM starts at the text)."""
         dtype = self._config.vision_dtype
         if dtype == "auto":
             dtype = "bfloat16" if self.device.type == "cuda" else "float32"
         param_dtype = next(self.model.parameters()).dtype
         with torch.no_grad(), torch.autocast(self.device.type, dtype=getattr(torch, dtype),
                                              enabled=dtype != "float32"):
-            out = self.model.vision_model(pixel_values=pixel_values, interpolate_pos_encoding=True)
+            out = self._vision_model(pixel_values=pixel_values.to(param_dtype), interpolate_pos_encoding=True)
         return out.last_hidden_state.to(param_dtype)
 
-    def _resolve_present(self, present: Sequence[Union[str, int]]) -> list[int]:
-        index = {n.lower(): i for i, n in enumerate(self._vocab)}
+    def _resolve_present(self, present: Optional[Sequence[Union[str, int]]]) -> Optional[list[int]]:
+        if present is None:
+            return None
+        vocab = self.vocabulary
+        index = {n.lower(): i for i, n in enumerate(vocab)}
         out = set()
         for p in present:
-            if isinstance(p, (int, np.integer)) and 0 <= int(p) < len(self._vocab):
+            if isinstance(p, (int, np.integer)) and 0 <= int(p) < len(vocab):
                 out.add(int(p))
             elif isinstance(p, str) and " ".join(p.split()).lower() in index:
                 out.add(index[" ".join(p.split()).lower()])
@@ -186,119 +184,102 @@ class Segmenter:
                 raise VocabularyError(f"present class {p!r} is not in the vocabulary")
         return sorted(out)
 
-    def segment_batch(self, images: Sequence, presents: Optional[Sequence] = None,
-                      outputs: Collection[str] = ("labels",)) -> list[SegmentationResult]:
-        """Segment several frames (e.g. one per camera) together; results in input order."""
-        presents = list(presents) if presents is not None else [None] * len(images)
-        return [self.segment(im, p, outputs=outputs) for im, p in zip(images, presents)]
+    def _start(self, presents, count: int) -> list:
+        if self.text is None:
+            raise VocabularyError("no vocabulary set: call set_vocabulary() first")
+        presents = list(presents) if presents is not None else [None] * count
+        if len(presents) != count:
+            raise ValueError(f"{count} frames but {len(presents)} present lists")
+        return [self._resolve_present(p) for p in presents]
+
+    @property
+    def input_size(self) -> int:
+        return self._config.image_size or self.loaded.native_image_size
 
     @torch.no_grad()
+    def segment_batch(self, images: Sequence, presents: Optional[Sequence] = None,
+                      outputs: Collection[str] = ("labels",)) -> list[SegmentationResult]:
+        """Segment several frames (e.g. one per camera; sizes may differ) with one ViT pass and one text pass
+        per round; results in input order. `presents`: per frame, forced classes or None. A bad frame raises
+        for the whole batch (ImageError), as segment() would for it alone."""
+        want = check_outputs(outputs)
+        forced = self._start(presents, len(images))
+        watch = _Stopwatch(self.device, self.profile)
+        cfg = self._config
+        rgbs = [to_rgb_uint8(im, cfg.max_image_pixels) for im in images]
+        frames = [FrameInput(torch.from_numpy(preprocess(rgb, self.input_size, self.loaded.image_mean,
+                                                         self.loaded.image_std)).to(self.device),
+                             rgb.shape[:2], p, rgb_host=rgb) for rgb, p in zip(rgbs, forced)]
+        watch.lap("preprocess")
+        outs = FrameBatch(self, frames, want, watch).run()
+        results = [self._to_numpy(o) for o in outs]     # the download of what was asked for
+        timings = watch.finish()
+        for r in results:
+            r.timings = dict(timings)
+        return results
+
     def segment(self, image, present: Optional[Sequence[Union[str, int]]] = None,
                 outputs: Collection[str] = ("labels",)) -> SegmentationResult:
-        """Segment one RGB image. `present` forces the classes to segment (e.g. ground truth),
-        bypassing class presence. `outputs`: what to return besides labels (see OUTPUTS)."""
-        res = self._segment(image, present)
-        wanted = check_outputs(outputs)
-        for name in OUTPUTS[1:]:
-            if name not in wanted:
-                setattr(res, name, None)
-        return res
+        """Segment one RGB image (numpy H x W [x 3|4] or PIL). `present` forces the classes to segment (e.g.
+        ground truth), bypassing class presence. `outputs`: what to return besides labels (see OUTPUTS)."""
+        return self.segment_batch([image], [present], outputs)[0]
 
-    def _segment(self, image, present):
-        if not self._vocab:
-            raise VocabularyError("no vocabulary set: call set_vocabulary() first")
-        cfg, model = self._config, self.model
-        watch = _Stopwatch(self.device)
-        rgb = to_rgb_uint8(image, cfg.max_image_pixels)
-        h, w = rgb.shape[:2]
-        size = cfg.image_size or self.loaded.native_image_size
-        ps = model.config.vision_config.patch_size
-        grid = size // ps
-        x = torch.from_numpy(preprocess(rgb, size, self.loaded.image_mean, self.loaded.image_std))
-        x = x[None].to(self.device, next(model.parameters()).dtype)
+    @torch.no_grad()
+    def segment_torch_batch(self, frames: Sequence[torch.Tensor], presents: Optional[Sequence] = None,
+                            outputs: Collection[str] = ("labels",)) -> list[TensorResult]:
+        """The tensor face: H x W x 3 uint8 tensors on the model's device in, device tensors out. Resize and
+        normalisation run on the device (`image_io.preprocess_torch`, within one 8-bit level of the numpy
+        face's PIL resize); nothing goes to the host but what HOST_SYNCS lists."""
+        want = check_outputs(outputs)
+        forced = self._start(presents, len(frames))
+        watch = _Stopwatch(self.device, self.profile)
+        max_pixels = self._config.max_image_pixels
+        inputs = []
+        for frame, p in zip(frames, forced):
+            frame = check_frame_tensor(frame, max_pixels).to(self.device)
+            inputs.append(FrameInput(preprocess_torch(frame, self.input_size, self._mean, self._std),
+                                     tuple(frame.shape[:2]), p, rgb_device=frame))
         watch.lap("preprocess")
-        embeds0 = self._vision(x)
-        watch.lap("vision")
+        outs = FrameBatch(self, inputs, want, watch).run()
+        label_dtype = torch.uint8 if len(self.vocabulary) <= 254 else torch.int32
+        results = [TensorResult(o.labels.to(label_dtype), self.vocabulary, o.presence, o.present,
+                                o.confidence, o.class_maps, o.raw_maps) for o in outs]
+        timings = watch.finish()     # on a GPU: work queued, not necessarily done (see Segmenter.profile)
+        for r in results:
+            r.timings = dict(timings)
+        return results
 
-        n_cls = len(self._vocab)
-        prob = np.full(n_cls, np.nan, dtype=np.float32)
-        if present is not None:
-            selected = self._resolve_present(present)
-        elif cfg.presence == "itm":
-            p = class_presence.itm_probabilities(model, self._presence_prompts, embeds0)
-            prob = p.float().cpu().numpy()
-            selected = sorted(class_presence.select_classes(p, cfg.presence_threshold, cfg.presence_top_k))
+    def segment_torch(self, frame: torch.Tensor, present: Optional[Sequence[Union[str, int]]] = None,
+                      outputs: Collection[str] = ("labels",)) -> TensorResult:
+        """One frame through the tensor face (see segment_torch_batch)."""
+        return self.segment_torch_batch([frame], [present], outputs)[0]
+
+    def _to_numpy(self, o: FrameOutput) -> SegmentationResult:
+        n = len(self.vocabulary)
+        present = np.zeros(n, dtype=bool)
+        present[o.present] = True
+        label_dtype = np.uint8 if n <= 254 else np.uint16
+
+        def host(t):
+            return None if t is None else t.float().cpu().numpy()
+
+        return SegmentationResult(o.labels.cpu().numpy().astype(label_dtype), self.vocabulary, o.presence,
+                                  present, np.asarray([i + 1 for i in o.present], np.int64),
+                                  host(o.class_maps), host(o.confidence), {}, host(o.raw_maps))
+
+    # -- compilation ------------------------------------------------------------------------------
+    def _apply_compile(self) -> None:
+        """compile=torch_compile: the ViT and the text layers go through torch.compile (PyTorch 2); the first
+        frame of each new shape pays the compilation."""
+        compiled = self._config.compile == "torch_compile"
+        if compiled == (self._vision_model is not self.model.vision_model):
+            return
+        if compiled:
+            self._vision_model = torch.compile(self.model.vision_model, dynamic=False)
         else:
-            selected = list(range(n_cls))
-        watch.lap("class_presence")
+            self._vision_model = self.model.vision_model
 
-        label_dtype = np.uint8 if n_cls <= 254 else np.uint16
-        present_mask = np.zeros(n_cls, dtype=bool)
-        present_mask[selected] = True
-        if not selected:
-            watch.lap("total")
-            return SegmentationResult(np.zeros((h, w), label_dtype), self._vocab, prob, present_mask,
-                                      np.zeros(0, np.int64), np.zeros((0, h, w), np.float32),
-                                      np.zeros((h, w), np.float32), self._finish(watch),
-                                      np.zeros((0, grid, grid), np.float32))
-
-        maps = self._salience_maps(embeds0, x, self._gradcam_prompts(selected), grid, ps, watch)
-        maps = maps.view(-1, grid, grid)
-        labels, class_maps, confidence = self._to_labels(maps, rgb, selected, watch)
-        return SegmentationResult(labels.astype(label_dtype), self._vocab, prob, present_mask,
-                                  np.asarray([i + 1 for i in selected], np.int64), class_maps, confidence,
-                                  self._finish(watch), maps.float().cpu().numpy())
-
-    @staticmethod
-    def _finish(watch: _Stopwatch) -> dict:
-        watch.times["total"] = sum(v for k, v in watch.times.items() if k != "total")
-        return watch.times
-
-    def _salience_maps(self, embeds0, x, prompts: PromptBatch, grid: int, ps: int, watch) -> torch.Tensor:
-        """GradCAM over `dropout_rounds` Salience Dropout passes, accumulated -> [C, N]."""
-        cfg, model = self._config, self.model
-        layers = self.check.layers(cfg.gradcam_layer)
-        n = grid * grid
-        k = salience_dropout.patches_per_round(grid, cfg.drop_patches, cfg.drop_fraction)
-        dropped = torch.zeros(0, dtype=torch.long, device=self.device)
-        total = None
-        for d in range(cfg.dropout_rounds):
-            kept = None
-            if d == 0 or dropped.numel() == 0:
-                embeds = embeds0
-            elif cfg.dropout_mode == "pixel":
-                embeds = self._vision(salience_dropout.drop_pixels(x, dropped, grid, ps))
-                watch.lap("vision")
-            else:
-                kept = salience_dropout.kept_tokens(dropped, n)
-                embeds = salience_dropout.drop_tokens(embeds0, kept)
-            tok = gradcam.token_gradcam(model, prompts, embeds, layers, cfg.gradcam_head, kept, n)
-            maps = salience_dropout.zero_dropped(gradcam.class_maps(tok, prompts), dropped)
-            weight = 2.0 if (d == 0 and cfg.double_count_first_pass) else 1.0
-            total = maps * weight if total is None else total + maps
-            if d + 1 < cfg.dropout_rounds:
-                dropped = salience_dropout.select_patches(gradcam.ranking_map(tok, prompts), dropped, k)
-            watch.lap("gradcam")
-        return total
-
-    def _to_labels(self, maps: torch.Tensor, rgb: np.ndarray, selected: list[int], watch):
-        cfg = self._config
-        h, w = rgb.shape[:2]
-        wh, ww = postprocess.work_size(h, w, cfg.postprocess_max_side)
-        kept = postprocess.upsample(postprocess.threshold_maps(maps.float(), cfg.threshold), (wh, ww))
-        lut = [i + 1 for i in selected]
-        channels = kept
-        if postprocess.wants_background(cfg.background, len(selected), cfg.background_min_classes):
-            channels = torch.cat([postprocess.background_channel(kept), kept])
-            lut = [0] + lut
-        winner, soft = postprocess.refine(channels, postprocess.resize_rgb(rgb, (wh, ww)), cfg)
-        confidence = soft.gather(0, winner[None])[0]
-        cls_soft = soft[len(lut) - len(selected):]
-        if (wh, ww) != (h, w):
-            winner = postprocess.upsample_labels(winner, (h, w))
-            both = postprocess.upsample(torch.cat([confidence[None], cls_soft]), (h, w))
-            confidence, cls_soft = both[0], both[1:]
-        labels = torch.tensor(lut, device=winner.device)[winner]
-        watch.lap("postprocess")
-        return (labels.cpu().numpy(), cls_soft.clamp(0, 1).float().cpu().numpy(),
-                confidence.clamp(0, 1).float().cpu().numpy())
+    def itm(self, prefix, kv, image_bias=None, capture=()):
+        """text_pass.itm_pass on this model (compiled when compile=torch_compile)."""
+        return text_pass.itm_pass(self.model, prefix, kv, image_bias, capture,
+                                  compiled=self._config.compile == "torch_compile")

@@ -131,8 +131,8 @@ def test_work_size_is_bounded_in_every_case():
 def test_large_frame_is_post_processed_at_the_bounded_size(tiny_loaded, monkeypatch):
     seen = []
     refine = postprocess.refine
-    monkeypatch.setattr(postprocess, "refine", lambda ch, img, cfg: seen.append((ch.shape, img.shape)) or
-                        refine(ch, img, cfg))
+    monkeypatch.setattr(postprocess, "refine", lambda ch, img, cfg: seen.append((ch.shape, img().shape)) or
+                        refine(ch, img, cfg))       # img: the frame at the CRF's size, made when needed
     seg = Segmenter(tiny_loaded, make_config("tiny", presence="all"))     # blur+crf, postprocess_max_side None
     seg.set_vocabulary(["dog", "tree"])
     frame = np.zeros((3000, 4000, 3), np.uint8)
