@@ -23,6 +23,7 @@ from rclpy.serialization import deserialize_message, serialize_message
 from ..bag_types import typestore
 from . import outputs
 from .bag_io import Reader, copy_connection, image_connections, message_class, open_writer, output_namespace
+from .batching import segment_each
 from .image_codec import BadFrame, compressed_to_rgb, image_to_rgb
 
 OUTPUTS = {"labels": "sensor_msgs/msg/Image", "confidence": "sensor_msgs/msg/Image",
@@ -72,7 +73,7 @@ def bag_messages(seg, res, rgb, header, opts: BagOutputOptions) -> FrameResult:
 def segment_frames(seg, frames: Sequence[tuple], render: Callable) -> list[FrameResult]:
     """frames: [(msgtype, raw)]; render(seg, result, rgb, header) -> FrameResult. A frame that cannot be
     decoded or segmented (BadFrame, ValueError) is skipped with its reason, as ovss-bag-segment always did.
-    Uses the engine's batched path when it has one."""
+    Uses the engine's batched path when it has one (batching.segment_each)."""
     out: list[Optional[FrameResult]] = [None] * len(frames)
     decoded = []
     for i, (msgtype, raw) in enumerate(frames):
@@ -80,19 +81,9 @@ def segment_frames(seg, frames: Sequence[tuple], render: Callable) -> list[Frame
             decoded.append((i, *decode_frame(msgtype, raw, seg.config.max_image_pixels)))
         except (BadFrame, ValueError) as exc:
             out[i] = FrameResult(False, str(exc))
-    results = None
-    if hasattr(seg, "segment_batch") and len(decoded) > 1:
-        try:
-            results = seg.segment_batch([rgb for _, _, rgb in decoded], outputs=BAG_OUTPUTS)
-        except ValueError:
-            results = None        # one bad frame: redo one by one so only it is skipped
-    for k, (i, msg, rgb) in enumerate(decoded):
-        try:
-            res = results[k] if results is not None else seg.segment(rgb, outputs=BAG_OUTPUTS)
-        except (BadFrame, ValueError) as exc:
-            out[i] = FrameResult(False, str(exc))
-            continue
-        out[i] = render(seg, res, rgb, msg.header)
+    results = segment_each(seg, [rgb for _, _, rgb in decoded], BAG_OUTPUTS)
+    for (i, msg, rgb), res in zip(decoded, results):
+        out[i] = FrameResult(False, str(res)) if isinstance(res, Exception) else render(seg, res, rgb, msg.header)
     return out
 
 
