@@ -17,11 +17,24 @@ def _kv(key: str, value) -> KeyValue:
     return KeyValue(key=key, value=str(value))
 
 
+def latency_values(latency: dict) -> list:
+    """latency: stage -> seconds (a mean) or StageLatency.summary()'s {"mean", "p50", "p90"}: latency_ms.<stage>
+    is the mean, latency_ms.<stage>.p50 / .p90 the median and 90th percentile."""
+    out = []
+    for k, v in sorted(latency.items()):
+        if isinstance(v, dict):
+            out += [_kv(f"latency_ms.{k}", v["mean"] * 1000.0), _kv(f"latency_ms.{k}.p50", v["p50"] * 1000.0),
+                    _kv(f"latency_ms.{k}.p90", v["p90"] * 1000.0)]
+        else:
+            out.append(_kv(f"latency_ms.{k}", v * 1000.0))
+    return out
+
+
 def engine_status(name: str, state: str, engine: dict, latency: dict) -> DiagnosticStatus:
     """engine: device, model, preset, vocabulary_version, vocabulary, ..., error (None or the reason)."""
     main = DiagnosticStatus(name=f"{name}: segmentation", hardware_id=str(engine.get("device", "")))
     main.values = ([_kv("state", state)] + [_kv(k, v) for k, v in engine.items() if k != "error"]
-                   + [_kv(f"latency_ms.{k}", v * 1000.0) for k, v in sorted(latency.items())])
+                   + latency_values(latency))
     if engine.get("error"):
         main.level, main.message = DiagnosticStatus.ERROR, str(engine["error"])
     elif state != "active":
@@ -50,6 +63,23 @@ def camera_status(name: str, cam: str, values: dict, window: float, silent_for: 
     else:
         st.level, st.message = DiagnosticStatus.OK, "ok"
     return st
+
+
+def camera_values(cam: str, st, frames, topic: str, reliability: str, overlays, now: float) -> dict:
+    """The counters of one camera: frames (LatestFrames) counts received and dropped, st (CameraStats) the
+    rest, overlays (OverlayPublisher or None) the overlays published and dropped."""
+    values = {"topic": topic, "received": frames.received.get(cam, 0) if frames else 0,
+              "dropped": frames.dropped.get(cam, 0) if frames else 0, "processed": st.processed,
+              "stale": st.stale.total, "bad": st.bad.total, "failed": st.failed.total,
+              "recent_stale": st.stale.recent(now), "recent_bad": st.bad.recent(now),
+              "recent_failed": st.failed.recent(now), "no_vocabulary": st.no_vocabulary,
+              "input_hz": st.input_rate.rate(), "output_hz": st.output_rate.rate(),
+              "stamp_to_output_s": st.last_age, "input_reliability": reliability}
+    for kind in ("labels", "confidence", "masks"):
+        values[f"published.{kind}"] = st.published.get(kind, 0)
+    values["published.overlay"] = overlays.published.get(cam, 0) if overlays else 0
+    values["overlay_dropped"] = overlays.dropped.get(cam, 0) if overlays else 0
+    return values
 
 
 def build(stamp, statuses: list) -> DiagnosticArray:

@@ -1,4 +1,10 @@
-"""What the worker does with one frame: age check, decode, segment, publish. Runs on the worker thread only."""
+"""What the worker does with a batch of frames (the newest of each camera): age check and decode per frame, one
+engine pass for all, then per frame encode and publish; the overlay goes to its own thread. Runs on the
+worker thread only.
+
+Confidence, masks and overlay cost real time (full-resolution maps from the engine, encoding, blending), so
+each is computed only while its topic has a subscriber and its publish_* parameter is on; the engine is
+asked only for the maps someone will receive (the union over the cameras of a batch)."""
 from __future__ import annotations
 
 import threading
@@ -10,9 +16,14 @@ from ovss_ros.image_io import ImageError
 from ovss_ros.prompts import VocabularyError
 
 from . import outputs
+from .batching import segment_each
 from .image_codec import BadFrame, compressed_to_rgb, image_to_rgb
+from .overlay_thread import OverlayJob
 from .stats import CameraStats, StageLatency
 from .worker import Frame
+
+# output topic -> the engine output it needs (labels are always computed)
+ENGINE_OUTPUT = {"confidence": "confidence", "masks": "class_maps"}
 
 
 @dataclass
@@ -57,13 +68,33 @@ def stamp_seconds(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
+def listened(publisher) -> bool:
+    """Someone subscribes to this topic now (a lifecycle publisher reports its matched readers)."""
+    return publisher is not None and publisher.get_subscription_count() > 0
+
+
+def wanted_outputs(pubs: CameraOutputs, s: dict) -> dict:
+    """Which optional outputs of one camera someone will receive: on by parameter and subscribed."""
+    return {name: bool(s[f"publish_{name}"]) and listened(getattr(pubs, name))
+            for name in ("confidence", "masks", "overlay")}
+
+
+@dataclass
+class _Ready:
+    frame: Frame
+    stats: CameraStats
+    stamp: float
+    rgb: Any
+    decode: float
+
+
 class FramePipeline:
     """Turns frames into outputs. The node hands in everything through small callables so this file
     knows nothing about lifecycle or parameters."""
 
     def __init__(self, engine, stats: dict, latency: StageLatency, outputs_of: Callable[[str], CameraOutputs],
                  settings: Callable[[], dict], now: Callable[[], float], warn_once: Callable[[tuple, str], None],
-                 gate: PublishGate):
+                 gate: PublishGate, overlays=None):
         self.engine = engine                 # the node's EngineState (lock, segmenter, vocabulary, version)
         self.stats = stats                   # camera -> CameraStats
         self.latency = latency
@@ -72,6 +103,11 @@ class FramePipeline:
         self.now = now                       # node clock, seconds (sim time aware)
         self.warn_once = warn_once
         self.gate = gate
+        self.overlays = overlays             # OverlayPublisher, or None: overlays drawn here
+        self.engine_outputs: tuple = ()      # what the engine was asked for last (diagnostics, tests)
+        self.batches = 0
+        self.last_batch = 0
+        self.max_batch = 0
 
     def _stale(self, cam: str, st: CameraStats, stamp: float, s: dict) -> bool:
         if s["max_frame_age"] <= 0 or stamp <= 0:
@@ -88,77 +124,118 @@ class FramePipeline:
                        f"{age:+.3f} s old by the node clock); counted as stale")
         return True
 
-    def __call__(self, frame: Frame) -> None:
+    def _bad(self, cam: str, st: CameraStats, exc: BaseException, what: str) -> None:
+        st.bad.add(str(exc))
+        self.warn_once((cam, "bad", str(exc)), f"camera '{cam}': skipping {what}: {exc}")
+
+    def _prepare(self, frame: Frame, s: dict) -> Optional[_Ready]:
+        """Age check and decode of one frame; None if it is skipped (counted and logged once)."""
         cam = frame.camera
         st: CameraStats = self.stats.setdefault(cam, CameraStats())
-        s = self.settings()
         stamp = stamp_seconds(frame.msg.header.stamp)
         if self._stale(cam, st, stamp, s):
-            return
+            return None
         t0 = time.perf_counter()
         try:
             decode = compressed_to_rgb if hasattr(frame.msg, "format") else image_to_rgb
             rgb = decode(frame.msg, s["max_image_pixels"])
         except BadFrame as exc:
-            st.bad.add(str(exc))
-            self.warn_once((cam, "bad", str(exc)), f"camera '{cam}': skipping bad frame: {exc}")
-            return
-        t_decode = time.perf_counter() - t0
+            self._bad(cam, st, exc, "bad frame")
+            return None
+        return _Ready(frame, st, stamp, rgb, time.perf_counter() - t0)
 
+    def __call__(self, frames) -> None:
+        if isinstance(frames, Frame):
+            frames = [frames]
+        s = self.settings()
+        taken = time.monotonic()
+        ready = [r for r in (self._prepare(f, s) for f in frames) if r is not None]
+        if not ready:
+            return
+        wanted = {r.frame.camera: self._wanted(r.frame.camera, s) for r in ready}
         with self.engine.lock:
             seg = self.engine.segmenter
             if seg is None:
-                return   # deactivated while this frame waited
+                return   # deactivated while these frames waited
             if not self.engine.version:
-                st.no_vocabulary += 1
-                self.warn_once((cam, "no_vocabulary"), "no vocabulary yet: frames are skipped until one arrives "
-                               "on the `vocabulary` topic, parameter or `set_vocabulary` service")
+                for r in ready:
+                    r.stats.no_vocabulary += 1
+                self.warn_once(("no_vocabulary",), "no vocabulary yet: frames are skipped until one arrives on "
+                               "the `vocabulary` topic, parameter or `set_vocabulary` service")
                 return
             version = self.engine.version
-            try:
-                result = seg.segment(rgb, outputs=("labels", "confidence", "class_maps"))
-            except (ImageError, VocabularyError) as exc:
-                st.bad.add(str(exc))
-                self.warn_once((cam, "bad", str(exc)), f"camera '{cam}': skipping frame the engine refused: {exc}")
-                return
-            except Exception as exc:   # noqa: BLE001 - a well-formed frame failed: count it, keep serving
-                reason = f"{type(exc).__name__}: {exc}"
-                st.failed.add(reason)
-                self.warn_once((cam, "failed", reason), f"camera '{cam}': segmentation failed, frame skipped: "
-                               f"{reason}")
-                return
+            self.engine_outputs = ("labels", *sorted({ENGINE_OUTPUT[k] for w in wanted.values()
+                                                      for k, on in w.items() if on and k in ENGINE_OUTPUT}))
+            t0 = time.perf_counter()
+            # any failure of the batch is redone frame by frame, so it is pinned on the frame that caused it
+            results = segment_each(seg, [r.rgb for r in ready], self.engine_outputs, batch_errors=(Exception,))
             if s["debug_extra_latency"] > 0:   # test aid: a slow model, holding the engine like real work
                 time.sleep(s["debug_extra_latency"])
+            t_engine = time.perf_counter() - t0
+        self.batches += 1
+        self.last_batch = len(ready)
+        self.max_batch = max(self.max_batch, len(ready))
+        for r, res in zip(ready, results):
+            cam = r.frame.camera
+            if isinstance(res, (ImageError, VocabularyError)):
+                self._bad(cam, r.stats, res, "frame the engine refused")
+            elif isinstance(res, Exception):   # a well-formed frame failed: count it, keep serving
+                reason = f"{type(res).__name__}: {res}"
+                r.stats.failed.add(reason)
+                self.warn_once((cam, "failed", reason), f"camera '{cam}': segmentation failed, frame skipped: "
+                               f"{reason}")
+            elif not self._publish(r, res, version, wanted[cam], s, {"engine": t_engine,
+                                                                      "wait": taken - r.frame.received}):
+                return   # the node is going away: abandon the batch
 
+    def _wanted(self, cam: str, s: dict) -> dict:
+        pubs = self.outputs_of(cam)
+        return wanted_outputs(pubs, s) if pubs is not None else {}
+
+    def _publish(self, r: _Ready, result, version: int, want: dict, s: dict, times: dict) -> bool:
+        """Encode and publish one frame's outputs (the overlay is handed to its thread); False if the gate
+        is closed."""
+        cam, header = r.frame.camera, r.frame.msg.header
+        pubs = self.outputs_of(cam)
+        t0 = time.perf_counter()
+        msgs = []   # (kind, publisher, message)
+        if pubs is None:
+            s = {**s, "publish_labels": False, "publish_class_map_per_frame": False}
+        if s["publish_labels"]:
+            msgs.append(("labels", pubs.labels, outputs.labels_image(result.labels, header)))
+        if want.get("confidence"):
+            msgs.append(("confidence", pubs.confidence, outputs.confidence_image(result.confidence, header)))
+        if want.get("masks"):
+            msgs.append(("masks", pubs.masks, outputs.masks_message(result, header, version)))
+        if s["publish_class_map_per_frame"]:
+            msgs.append(("class_map", pubs.class_map, outputs.class_map_message(
+                result.class_names, version, header, s["presence_threshold"], s["model"])))
+            if pubs.label_info is not None:
+                msgs.append(("label_info", pubs.label_info, outputs.label_info_message(
+                    result.class_names, header, s["presence_threshold"])))
+        overlay = (OverlayJob(cam, r.rgb, result.labels, tuple(result.class_names), header, s["overlay_alpha"],
+                              r.frame.received) if want.get("overlay") else None)
+        if overlay is not None and self.overlays is None:   # no overlay thread (tests, tools): draw here
+            msgs.append(("overlay", pubs.overlay, outputs.overlay_image(
+                r.rgb, result.labels, result.class_names, header, s["overlay_alpha"])))
+            overlay = None
         t1 = time.perf_counter()
         with self.gate as open_:
             if not open_:
-                return   # the node is going away: abandon the frame
-            self._publish(cam, frame.msg.header, rgb, result, version, s)
-        t_publish = time.perf_counter() - t1
+                return False
+            for kind, pub, msg in msgs:
+                pub.publish(msg)
+                r.stats.published[kind] = r.stats.published.get(kind, 0) + 1
+        if overlay is not None:
+            self.overlays.submit(overlay)
+        t2 = time.perf_counter()
+        st = r.stats
         st.processed += 1
         st.output_rate.tick()
-        if stamp > 0:
-            st.last_age = self.now() - stamp
-        self.latency.add({**result.timings, "decode": t_decode, "publish": t_publish,
-                          "receive_to_publish": time.monotonic() - frame.received})
-
-    def _publish(self, cam: str, header, rgb, result, version: int, s: dict) -> None:
-        pubs = self.outputs_of(cam)
-        if pubs is None:
-            return
-        if s["publish_labels"]:
-            pubs.labels.publish(outputs.labels_image(result.labels, header))
-        if s["publish_confidence"]:
-            pubs.confidence.publish(outputs.confidence_image(result.confidence, header))
-        if s["publish_overlay"]:
-            pubs.overlay.publish(outputs.overlay_image(rgb, result.labels, result.class_names, header,
-                                                       s["overlay_alpha"]))
-        if s["publish_masks"]:
-            pubs.masks.publish(outputs.masks_message(result, header, version))
-        if s["publish_class_map_per_frame"]:
-            pubs.class_map.publish(outputs.class_map_message(result.class_names, version, header,
-                                                             s["presence_threshold"], s["model"]))
-            if pubs.label_info is not None:
-                pubs.label_info.publish(outputs.label_info_message(result.class_names, header,
-                                                                   s["presence_threshold"]))
+        if r.stamp > 0:
+            st.last_age = self.now() - r.stamp
+        total = time.monotonic() - r.frame.received
+        # node_overhead: what the node adds to the engine pass between receiving a frame and publishing it
+        self.latency.add({**result.timings, **times, "decode": r.decode, "encode": t1 - t0, "publish": t2 - t1,
+                          "receive_to_publish": total, "node_overhead": total - times["engine"]})
+        return True

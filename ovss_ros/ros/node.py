@@ -17,7 +17,6 @@ from typing import Optional
 import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -32,12 +31,12 @@ from ovss_ros.srv import SetVocabulary
 from . import diagnostics, outputs, qos
 from .camera_inputs import CameraInputs, topic
 from .frame_pipeline import CameraOutputs, FramePipeline, PublishGate
-from .node_params import StartupError, add_post_set_callback, declare_all
-from .params import ACTIVATE, CONFIGURE, ENGINE_PREFIX, RUNTIME, START, check_node_value, engine_fields, ros_to_engine
+from .overlay_thread import OverlayPublisher
+from .node_params import ParameterHandling, StartupError, add_post_set_callback, declare_all
+from .params import ENGINE_PREFIX, RUNTIME, engine_fields, ros_to_engine
 from .stats import CameraStats, StageLatency
-from .vocabulary import VocabularyTextError, vocabulary_names
 from .vocabulary_path import VocabularyPath
-from .worker import Change, Frame, LatestFrames, Worker
+from .worker import Frame, LatestFrames, Worker
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 DUPLICATE_WINDOW = 5.0      # s after start in which a twin with the same name makes this node leave
@@ -46,7 +45,7 @@ LOAD_HELP = ("What to do: set the `model` parameter to a BLIP ITM checkpoint tha
              "exists (auto, cpu, cuda:0)")
 
 
-class OvssNode(LifecycleNode):
+class OvssNode(ParameterHandling, LifecycleNode):
     def __init__(self, node_name: str = "ovss_node", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
         self._specs = declare_all(self)
@@ -62,6 +61,8 @@ class OvssNode(LifecycleNode):
         self._io: list = []                     # configure-time entities: vocabulary subs, service
         self.frames: Optional[LatestFrames] = None
         self._worker: Optional[Worker] = None
+        self._overlays: Optional[OverlayPublisher] = None
+        self._pipeline: Optional[FramePipeline] = None
         self.gate = PublishGate()
         self._latency = StageLatency()
         self._activated_at: Optional[float] = None
@@ -143,10 +144,12 @@ class OvssNode(LifecycleNode):
             return self._fail(f"engine parameters do not fit model {self.p('model')!r}: {exc}")
         self.error = None
         self.frames = LatestFrames()
-        pipeline = FramePipeline(self.engine, self._camera_stats, self._latency, self.camera_outputs.get,
-                                 lambda: self.settings, self._now, self.warn_once, self.gate)
-        self._worker = Worker(self.frames, pipeline, self._on_worker_error, setup=self._worker_setup)
+        self._overlays = OverlayPublisher(self.gate, self.camera_outputs.get, self._latency, self._on_overlay_error)
+        self._pipeline = FramePipeline(self.engine, self._camera_stats, self._latency, self.camera_outputs.get,
+                                       lambda: self.settings, self._now, self.warn_once, self.gate, self._overlays)
+        self._worker = Worker(self.frames, self._pipeline, self._on_worker_error, setup=self._worker_setup)
         self._worker.start()
+        self._overlays.start()
         for cam in self.p("cameras"):
             self.camera_outputs[cam] = self._create_outputs(cam)
             self._camera_stats[cam] = CameraStats(self.p("diagnostics_window"))
@@ -218,6 +221,8 @@ class OvssNode(LifecycleNode):
         self._activated_at = None
         if self.frames is not None:
             self.frames.clear()
+        if self._overlays is not None:
+            self._overlays.clear()
         self.gate.close()
         self.engine.release()   # waits for a frame in progress, then frees the (GPU) memory
         return super().on_deactivate(state)
@@ -240,6 +245,10 @@ class OvssNode(LifecycleNode):
         if self._worker is not None:
             self._worker.stop(10.0 if wait else 0.5)   # a frame still running is abandoned: nothing is published
             self._worker = None
+        if self._overlays is not None:
+            self._overlays.stop(2.0 if wait else 0.2)
+            self._overlays = None
+        self._pipeline = None
         if self.engine is not None:
             if wait:   # when the process is ending, freeing the model only delays the exit
                 self.engine.release()
@@ -269,81 +278,17 @@ class OvssNode(LifecycleNode):
             torch.set_num_threads(self.p("torch_threads"))
         self._torch_threads = torch.get_num_threads()
 
-    def _on_worker_error(self, frame: Frame, exc: BaseException) -> None:
-        st = self._camera_stats.get(frame.camera)
-        if st is not None:
-            st.failed.add(f"{type(exc).__name__}: {exc}")
-        self.warn_once((frame.camera, "error", type(exc).__name__),
-                       f"camera '{frame.camera}': frame failed and was skipped: {type(exc).__name__}: {exc}")
+    def _on_worker_error(self, batch: list, exc: BaseException) -> None:
+        for frame in batch:
+            st = self._camera_stats.get(frame.camera)
+            if st is not None:
+                st.failed.add(f"{type(exc).__name__}: {exc}")
+            self.warn_once((frame.camera, "error", type(exc).__name__),
+                           f"camera '{frame.camera}': frame failed and was skipped: {type(exc).__name__}: {exc}")
 
-    def _unconfigured_config(self, changes: Optional[dict] = None):
-        from ovss_ros.config import make_config
-
-        return make_config(self.p("preset"), **self._engine_overrides(changes))
-
-    # -- parameters: check (no side effects), then apply ----------------------------------------------
-    def _check_parameters(self, params) -> SetParametersResult:
-        if self._vocabulary.mirroring:
-            return SetParametersResult(successful=True)
-        state = self.lifecycle_state()
-        engine_changes, vocabulary = {}, None
-        for prm in params:
-            spec = self._specs.get(prm.name)
-            if spec is None:
-                continue
-            if spec.when == START:
-                return SetParametersResult(successful=False, reason=f"{prm.name} is read at start only")
-            if spec.when == CONFIGURE and state != "unconfigured":
-                return SetParametersResult(successful=False, reason=f"{prm.name} is used at configure: "
-                                           "deactivate and clean up the node first, or restart it")
-            if spec.when == ACTIVATE and state == "active":
-                return SetParametersResult(successful=False, reason=f"{prm.name} is used at activate: "
-                                           "deactivate the node first, or restart it")
-            if prm.name.startswith(ENGINE_PREFIX):
-                name = prm.name[len(ENGINE_PREFIX):]
-                engine_changes[name] = ros_to_engine(name, prm.value)
-            elif prm.name == "vocabulary":
-                try:
-                    vocabulary = vocabulary_names(prm.value)
-                except (VocabularyTextError, TypeError) as exc:
-                    return SetParametersResult(successful=False, reason=f"vocabulary: {exc}")
-            else:
-                reason = check_node_value(spec, prm.value)
-                if reason:
-                    return SetParametersResult(successful=False, reason=reason)
-        config = None
-        if engine_changes:
-            try:
-                config = (self.engine.check_config(engine_changes) if self.engine is not None
-                          else self.unconfigured_config(engine_changes))
-            except ValueError as exc:
-                return SetParametersResult(successful=False, reason=f"engine parameter refused: {exc}")
-        if vocabulary is not None:
-            try:
-                self._vocabulary.check(vocabulary, "parameter", config)
-            except ValueError as exc:
-                return SetParametersResult(successful=False, reason=f"vocabulary: {exc}")
-        return SetParametersResult(successful=True)
-
-    def _after_set_parameters(self, params) -> None:
-        if self._vocabulary.mirroring:
-            return
-        names = {p.name for p in params if p.name in self._specs}
-        if not names:
-            return
-        self.settings = self._read_settings()
-        if self.frames is None:
-            return   # unconfigured: the values are read at configure
-        if any(n.startswith(ENGINE_PREFIX) for n in names):
-            try:
-                self.engine.accept_config(self.engine.check_config(self._engine_overrides()))
-            except ValueError as exc:   # only if two accepted sets conflict; keep the settings in use
-                self.warn_once(("engine", str(exc)), f"engine parameters not applied: {exc}")
-            else:
-                self.frames.put_change(Change("engine", self.engine.apply_config))
-        if "vocabulary" in names:
-            value = next(p.value for p in params if p.name == "vocabulary")
-            self._vocabulary.submit(tuple(vocabulary_names(value)), "parameter")
+    def _on_overlay_error(self, camera: str, exc: BaseException) -> None:
+        self.warn_once((camera, "overlay", type(exc).__name__),
+                       f"camera '{camera}': overlay not published: {type(exc).__name__}: {exc}")
 
     # -- diagnostics ----------------------------------------------------------------------------
     def _duplicates(self) -> int:
@@ -379,23 +324,21 @@ class OvssNode(LifecycleNode):
                 "text_preparations": engine.preparations if engine else 0,
                 "duplicate_frames": self._inputs.duplicates, "torch_threads": self._torch_threads,
                 "error": self.error}
+        pipeline = self._pipeline
+        if pipeline is not None:   # what the last engine pass was asked for, and how many frames it took
+            info.update(engine_outputs="+".join(pipeline.engine_outputs), batches=pipeline.batches,
+                        last_batch=pipeline.last_batch, max_batch=pipeline.max_batch)
         name = self.get_fully_qualified_name()
-        statuses = [diagnostics.engine_status(name, state, info, self._latency.means())]
+        statuses = [diagnostics.engine_status(name, state, info, self._latency.summary())]
         now = time.monotonic()
-        topics = self._inputs.topics()
+        topics, reliability = self._inputs.topics(), self._inputs.reliability()
         for cam, st in list(self._camera_stats.items()):
-            values = {"topic": topics.get(cam, ""), "received": frames.received.get(cam, 0) if frames else 0,
-                      "dropped": frames.dropped.get(cam, 0) if frames else 0, "processed": st.processed,
-                      "stale": st.stale.total, "bad": st.bad.total, "failed": st.failed.total,
-                      "recent_stale": st.stale.recent(now), "recent_bad": st.bad.recent(now),
-                      "recent_failed": st.failed.recent(now), "no_vocabulary": st.no_vocabulary,
-                      "input_hz": st.input_rate.rate(), "output_hz": st.output_rate.rate(),
-                      "stamp_to_output_s": st.last_age,
-                      "input_reliability": self._inputs.reliability().get(cam, "")}
+            values = diagnostics.camera_values(cam, st, frames, topics.get(cam, ""), reliability.get(cam, ""),
+                                               self._overlays, now)
             since = st.last_received or self._activated_at
             silent = now - since if (self._activated_at is not None and since is not None) else None
             statuses.append(diagnostics.camera_status(name, cam, values, self.p("diagnostics_window"), silent,
-                                                          st.failed.last_reason))
+                                                      st.failed.last_reason))
         self._diag_pub.publish(diagnostics.build(self.get_clock().now().to_msg(), statuses))
 
     # -- process --------------------------------------------------------------------------------

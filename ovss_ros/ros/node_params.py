@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import Callable
+from typing import Callable, Optional
 
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import InvalidParameterValueException
 
 from ovss_ros.config import PRESETS
 
-from .params import START, ParamSpec, all_specs
+from .params import ACTIVATE, CONFIGURE, ENGINE_PREFIX, START, ParamSpec, all_specs, check_node_value, ros_to_engine
+from .vocabulary import VocabularyTextError, vocabulary_names
+from .worker import Change
 
 _INT_MAX = 2 ** 63 - 1
 
@@ -88,3 +90,77 @@ def add_post_set_callback(node, callback: Callable[[list], None]) -> None:
         return SetParametersResult(successful=True)
 
     node.add_on_set_parameters_callback(on_set)
+
+
+class ParameterHandling:
+    """The node's parameter callbacks, mixed into OvssNode: `_check_parameters` (on-set: checks only, no side
+    effects) and `_after_set_parameters` (post-set: applies)."""
+
+    def unconfigured_config(self, changes: Optional[dict] = None):
+        from ovss_ros.config import make_config
+
+        return make_config(self.p("preset"), **self._engine_overrides(changes))
+
+    # -- parameters: check (no side effects), then apply ----------------------------------------------
+    def _check_parameters(self, params) -> SetParametersResult:
+        if self._vocabulary.mirroring:
+            return SetParametersResult(successful=True)
+        state = self.lifecycle_state()
+        engine_changes, vocabulary = {}, None
+        for prm in params:
+            spec = self._specs.get(prm.name)
+            if spec is None:
+                continue
+            if spec.when == START:
+                return SetParametersResult(successful=False, reason=f"{prm.name} is read at start only")
+            if spec.when == CONFIGURE and state != "unconfigured":
+                return SetParametersResult(successful=False, reason=f"{prm.name} is used at configure: "
+                                           "deactivate and clean up the node first, or restart it")
+            if spec.when == ACTIVATE and state == "active":
+                return SetParametersResult(successful=False, reason=f"{prm.name} is used at activate: "
+                                           "deactivate the node first, or restart it")
+            if prm.name.startswith(ENGINE_PREFIX):
+                name = prm.name[len(ENGINE_PREFIX):]
+                engine_changes[name] = ros_to_engine(name, prm.value)
+            elif prm.name == "vocabulary":
+                try:
+                    vocabulary = vocabulary_names(prm.value)
+                except (VocabularyTextError, TypeError) as exc:
+                    return SetParametersResult(successful=False, reason=f"vocabulary: {exc}")
+            else:
+                reason = check_node_value(spec, prm.value)
+                if reason:
+                    return SetParametersResult(successful=False, reason=reason)
+        config = None
+        if engine_changes:
+            try:
+                config = (self.engine.check_config(engine_changes) if self.engine is not None
+                          else self.unconfigured_config(engine_changes))
+            except ValueError as exc:
+                return SetParametersResult(successful=False, reason=f"engine parameter refused: {exc}")
+        if vocabulary is not None:
+            try:
+                self._vocabulary.check(vocabulary, "parameter", config)
+            except ValueError as exc:
+                return SetParametersResult(successful=False, reason=f"vocabulary: {exc}")
+        return SetParametersResult(successful=True)
+
+    def _after_set_parameters(self, params) -> None:
+        if self._vocabulary.mirroring:
+            return
+        names = {p.name for p in params if p.name in self._specs}
+        if not names:
+            return
+        self.settings = self._read_settings()
+        if self.frames is None:
+            return   # unconfigured: the values are read at configure
+        if any(n.startswith(ENGINE_PREFIX) for n in names):
+            try:
+                self.engine.accept_config(self.engine.check_config(self._engine_overrides()))
+            except ValueError as exc:   # only if two accepted sets conflict; keep the settings in use
+                self.warn_once(("engine", str(exc)), f"engine parameters not applied: {exc}")
+            else:
+                self.frames.put_change(Change("engine", self.engine.apply_config))
+        if "vocabulary" in names:
+            value = next(p.value for p in params if p.name == "vocabulary")
+            self._vocabulary.submit(tuple(vocabulary_names(value)), "parameter")

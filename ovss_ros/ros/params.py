@@ -61,9 +61,9 @@ NODE_PARAMS = [
               "with max_frame_age set, frames stamped more than this many seconds in the future are stale too",
               limits=(0.0, 3600.0)),
     ParamSpec("publish_labels", True, RUNTIME, "publish `segmentation/labels`"),
-    ParamSpec("publish_confidence", True, RUNTIME, "publish `segmentation/confidence`"),
-    ParamSpec("publish_overlay", True, RUNTIME, "publish `segmentation/overlay`"),
-    ParamSpec("publish_masks", True, RUNTIME, "publish `segmentation/masks`"),
+    ParamSpec("publish_confidence", True, RUNTIME, "publish `segmentation/confidence` (computed only while it has a subscriber)"),
+    ParamSpec("publish_overlay", True, RUNTIME, "publish `segmentation/overlay` (drawn only while it has a subscriber, on its own thread)"),
+    ParamSpec("publish_masks", True, RUNTIME, "publish `segmentation/masks` (computed only while it has a subscriber)"),
     ParamSpec("publish_class_map_per_frame", False, RUNTIME,
               "also publish `segmentation/class_map` (and label_info) with each result's header; they are always "
               "published, transient local, on every vocabulary change"),
@@ -78,7 +78,8 @@ NODE_PARAMS = [
               "seconds of history behind a camera's diagnostic level (bad, stale or failed frames, silence)",
               limits=(0.5, 3600.0)),
     ParamSpec("debug_extra_latency", 0.0, RUNTIME,
-              "test aid: seconds of artificial inference time added per frame (simulates a slow model)",
+              "test aid: seconds of artificial inference time added per engine pass (one batch: the newest frame of each "
+              "camera; simulates a slow model)",
               limits=(0.0, 600.0)),
 ]
 

@@ -34,24 +34,45 @@ class RateMeter:
 
 
 class StageLatency:
-    """Mean seconds per stage over the last `n` results (engine timings plus the node's own stages)."""
+    """Seconds per stage over its last `n` values (engine timings plus the node's own stages; the overlay
+    thread's stages come at their own pace, so each stage keeps its own window): mean, median and 90th
+    percentile, so a benchmark or an operator sees the spread, not only the average."""
 
-    def __init__(self, n: int = 30) -> None:
-        self._runs: deque = deque(maxlen=n)
+    def __init__(self, n: int = 100) -> None:
+        self.n = n
+        self._stages: dict = {}
         self._lock = threading.Lock()
 
     def add(self, timings: dict) -> None:
         with self._lock:
-            self._runs.append(dict(timings))
+            for k, v in timings.items():
+                window = self._stages.get(k)
+                if window is None:
+                    window = self._stages[k] = deque(maxlen=self.n)
+                window.append(v)
+
+    def _per_stage(self) -> dict:
+        with self._lock:
+            return {k: list(v) for k, v in self._stages.items()}
 
     def means(self) -> dict:
-        with self._lock:
-            runs = list(self._runs)
-        out: dict = {}
-        for run in runs:
-            for k, v in run.items():
-                out.setdefault(k, []).append(v)
-        return {k: sum(v) / len(v) for k, v in out.items()}
+        return {k: sum(v) / len(v) for k, v in self._per_stage().items()}
+
+    def summary(self) -> dict:
+        """stage -> {"mean", "p50", "p90", "n"} in seconds."""
+        out = {}
+        for k, v in self._per_stage().items():
+            v = sorted(v)
+            out[k] = {"mean": sum(v) / len(v), "p50": quantile(v, 0.5), "p90": quantile(v, 0.9), "n": len(v)}
+        return out
+
+
+def quantile(sorted_values: list, q: float) -> float:
+    """Linear interpolation between the closest ranks (numpy's default), on an already sorted list."""
+    pos = (len(sorted_values) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
 class RecentEvents:
@@ -93,5 +114,6 @@ class CameraStats:
         self.bad = RecentEvents(window)        # malformed input, refused before the engine
         self.failed = RecentEvents(window)     # the engine raised on a well-formed frame
         self.no_vocabulary = 0
+        self.published: dict = {}              # output kind -> messages published (labels, confidence, masks)
         self.last_age: float = float("nan")   # seconds from stamp to publication, last frame
         self.last_received: Optional[float] = None   # monotonic time of the last frame received

@@ -1,9 +1,10 @@
 """Hand-off from subscription callbacks to the one inference thread: the newest frame per camera, and the
 newest pending change of each kind (vocabulary, engine settings), which run before the next frame.
 
-Callbacks only store (O(1)); the worker takes pending changes first, then the newest frame of each camera in
-turn. A frame replaced before the worker took it is dropped and counted, so a slow model never builds a
-queue: memory is bounded by one frame per camera whatever the input rate. A change replaced before the
+Callbacks only store (O(1)); the worker takes pending changes first, then the newest frame of every camera
+that has one, as one batch (one engine pass for all cameras). A frame replaced before the worker took it is
+dropped and counted, so a slow model never builds a queue: memory is bounded by one frame per camera
+whatever the input rate. A change replaced before the
 worker took it is superseded (only the newest matters), so a storm of vocabulary changes costs at most one
 text preparation per frame and never starves the cameras."""
 from __future__ import annotations
@@ -38,15 +39,14 @@ class Change:
 
 class LatestFrames:
     """One slot per camera and one per kind of change. put() overwrites (counting the drop); take() blocks
-    for the next item: pending changes first, then cameras round-robin so a fast camera cannot starve a
-    slow one."""
+    for the next item: pending changes first, then the newest frame of every camera at once, so a fast
+    camera cannot starve a slow one."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._slots: dict[str, Frame] = {}
         self._changes: dict[str, Change] = {}
         self._order: list[str] = []
-        self._next = 0
         self._seq = 0
         self._closed = False
         self.received: dict[str, int] = {}
@@ -80,7 +80,8 @@ class LatestFrames:
         return change
 
     def take(self, timeout: Optional[float] = None):
-        """The oldest pending change, else the next camera's newest frame; None on timeout or after close()."""
+        """The oldest pending change, else a batch: [the newest frame of every camera that has one] in the
+        order the cameras first sent; None on timeout or after close()."""
         with self._cond:
             if not self._cond.wait_for(lambda: self._slots or self._changes or self._closed, timeout):
                 return None
@@ -89,13 +90,8 @@ class LatestFrames:
             if self._changes:
                 kind = min(self._changes, key=lambda k: self._changes[k].seq)
                 return self._changes.pop(kind)
-            n = len(self._order)
-            for k in range(n):
-                cam = self._order[(self._next + k) % n]
-                if cam in self._slots:
-                    self._next = (self._next + k + 1) % n
-                    return self._slots.pop(cam)
-            return None   # unreachable: _slots is non-empty
+            batch = [self._slots.pop(cam) for cam in self._order if cam in self._slots]
+            return batch
 
     def clear(self) -> int:
         """Forget pending frames (e.g. on deactivate); they are not counted as dropped."""
@@ -118,12 +114,12 @@ class LatestFrames:
 
 
 class Worker:
-    """The one thread that runs inference and applies changes. `process(frame)` must not raise for bad input
-    (the node turns that into a logged skip); anything it does raise is passed to `on_error` and the loop
-    goes on."""
+    """The one thread that runs inference and applies changes. `process(batch)` gets a list of frames (one per
+    camera) and must not raise for bad input (the node turns that into a logged skip); anything it does
+    raise is passed to `on_error(batch, exc)` and the loop goes on."""
 
-    def __init__(self, frames: LatestFrames, process: Callable[[Frame], None],
-                 on_error: Callable[[Frame, BaseException], None], name: str = "ovss-worker",
+    def __init__(self, frames: LatestFrames, process: Callable[[list], None],
+                 on_error: Callable[[list, BaseException], None], name: str = "ovss-worker",
                  setup: Optional[Callable[[], None]] = None) -> None:
         self.frames, self._process, self._on_error, self._setup = frames, process, on_error, setup
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)

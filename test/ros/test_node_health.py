@@ -85,7 +85,7 @@ def test_camera_status_is_about_the_recent_window(probe, start_node):
 
 
 class FailingSegmenter:
-    def segment(self, rgb):
+    def segment(self, rgb, outputs=("labels",)):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
 
