@@ -61,9 +61,11 @@ def preprocess_torch(frame: torch.Tensor, size: int, mean: torch.Tensor, std: to
     float32 tensors on the frame's device.
     """
     x = frame.permute(2, 0, 1)[None].float()
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
-        x = x.round().clamp(0, 255)
+    # as PIL: width first, then height, each pass rounded and clipped to 8 bits (bicubic overshoots at edges)
+    for target in ((x.shape[-2], size), (size, size)):
+        if tuple(x.shape[-2:]) != target:
+            x = F.interpolate(x, size=target, mode="bicubic", antialias=True, align_corners=False)
+            x = x.round().clamp(0, 255)
     return (x[0] / 255.0 - mean[:, None, None]) / std[:, None, None]
 
 
