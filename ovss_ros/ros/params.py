@@ -115,6 +115,7 @@ ENGINE_DESCRIPTIONS = {
     "crf_bilateral_srgb": "DenseCRF bilateral kernel colour sigma",
     "crf_bilateral_compat": "DenseCRF bilateral kernel weight",
     "vision_dtype": "ViT pass dtype: auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16",
+    "compile": "none or torch_compile (ViT and text layers; the first frame of each shape compiles)",
     "max_classes": "maximum vocabulary size (more classes are refused)",
     "max_class_name_length": "maximum characters per class name",
     "max_image_pixels": "larger input frames are refused (logged and skipped)",
