@@ -1,0 +1,196 @@
+"""Frames per second of this checkout against an older one (default: the commit before the GPU-shaped hot
+path), same random-weight BLIP shapes, same 640x480 frame, frames interleaved between the two so that
+whatever else loads the machine weighs on both alike. Also: whether the labels are identical, host syncs
+per frame (ovss_ros.profiling) before and after, and 4 cameras batched against 4 frames one by one.
+
+    .venv/bin/python benchmarks/bench_hot_path.py --out benchmarks/results/hot_path_cpu.json
+    .venv/bin/python benchmarks/bench_hot_path.py --table benchmarks/results/hot_path_cpu.json
+
+Each version runs in its own process (benchmarks/hot_path_worker.py); the old one from a git worktree made
+on demand (--old-ref) or any checkout (--old PATH). --no-old measures this checkout alone (GPU machines
+without git history).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+BEFORE = "13b3194"     # main before the hot path was reshaped (issue: GPU-shaped hot path)
+
+
+class Worker:
+    def __init__(self, root: Path, arch: str, device: str, dtype: str, size: str):
+        self.p = subprocess.Popen([sys.executable, str(HERE / "hot_path_worker.py"), "--root", str(root),
+                                   "--arch", arch, "--device", device, "--dtype", dtype, "--size", size],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.ready = self._read()
+
+    def _read(self) -> dict:
+        line = self.p.stdout.readline()
+        if not line:
+            raise RuntimeError(f"worker exited with {self.p.wait()}")
+        return json.loads(line)
+
+    def __call__(self, **cmd) -> dict:
+        self.p.stdin.write(json.dumps(cmd) + "\n")
+        self.p.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        try:
+            self(cmd="quit")
+        except (RuntimeError, BrokenPipeError, json.JSONDecodeError):
+            pass
+        self.p.wait(timeout=60)
+
+
+def old_checkout(ref: str) -> Path:
+    path = Path(tempfile.gettempdir()) / f"ovss_ros_{ref}"
+    if not (path / "ovss_ros").is_dir():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-f", str(path), ref], check=True,
+                       stdout=subprocess.DEVNULL)
+    return path
+
+
+def fps(seconds: list) -> float:
+    return 1.0 / statistics.median(seconds)
+
+
+def measure(args, arch: str, old_root) -> list:
+    workers = {"new": Worker(ROOT, arch, args.device, args.dtype, args.size)}
+    if old_root is not None:
+        workers["old"] = Worker(old_root, arch, args.device, args.dtype, args.size)
+    print(f"[bench] BLIP-{arch}: {workers['new'].ready['params_m']:.0f} M params (random weights)", flush=True)
+    rows, tmp = [], Path(tempfile.mkdtemp())
+    for preset in args.presets:
+        for n in args.classes:
+            overrides = {"presence_threshold": 0.0}
+            if arch == "tiny":      # 3 text layers, 4 heads, 96 px: the smoke-test shape
+                overrides.update(gradcam_layer=1, gradcam_head=2, image_size=None)
+            for w in workers.values():
+                w(cmd="setup", preset=preset, classes=n, overrides=overrides)
+            times = {k: [] for k in workers}
+            for _ in range(args.reps):
+                for k, w in workers.items():
+                    times[k].append(w(cmd="frame")["total"])
+            row = {"arch": arch, "preset": preset, "classes": n, "dtype": args.dtype,
+                   "new_fps": fps(times["new"]), "new_seconds": times["new"],
+                   "host_syncs_new": workers["new"](cmd="syncs")["counts"],
+                   "load_average_1min": os.getloadavg()[0]}
+            if args.device.startswith("cuda"):
+                row["peak_gpu_bytes"] = workers["new"](cmd="memory")["peak_bytes"]
+            if "old" in workers:
+                labels = {k: tmp / f"{k}.npy" for k in workers}
+                for k, w in workers.items():
+                    w(cmd="frame", labels_to=str(labels[k]))
+                row.update(old_fps=fps(times["old"]), old_seconds=times["old"],
+                           speedup=statistics.median(times["old"]) / statistics.median(times["new"]),
+                           identical_labels=bool(np.array_equal(np.load(labels["old"]), np.load(labels["new"]))),
+                           host_syncs_old=workers["old"](cmd="syncs")["counts"])
+            if preset == args.batch_preset and n == args.batch_classes and args.batch:
+                b = [workers["new"](cmd="batch", frames=args.batch) for _ in range(args.reps)]
+                row["batch"] = {"cameras": args.batch,
+                                "batched_fps": args.batch / statistics.median(x["batched"] for x in b),
+                                "one_by_one_fps": args.batch / statistics.median(x["one_by_one"] for x in b),
+                                "label_agreement": min(x["label_agreement"] for x in b)}
+                row["batch"]["ratio"] = row["batch"]["batched_fps"] / row["batch"]["one_by_one_fps"]
+            rows.append(row)
+            print("[bench] " + line(row), flush=True)
+    for w in workers.values():
+        w.close()
+    return rows
+
+
+def line(r: dict) -> str:
+    s = f"BLIP-{r['arch']:5s} {r['preset']:8s} {r['dtype']:8s} {r['classes']:2d} classes: {r['new_fps']:7.2f} fps"
+    if "old_fps" in r:
+        s += f" (before {r['old_fps']:6.2f}, x{r['speedup']:.2f}, labels identical: {r['identical_labels']})"
+    s += f"  host syncs {sum(r['host_syncs_new'].values())}"
+    if "host_syncs_old" in r:
+        s += f" (before {sum(r['host_syncs_old'].values())})"
+    if "peak_gpu_bytes" in r:
+        s += f"  peak {r['peak_gpu_bytes'] / 2**30:.2f} GiB"
+    if "batch" in r:
+        b = r["batch"]
+        s += (f"  | {b['cameras']} cameras batched {b['batched_fps']:.2f} fps vs one by one "
+              f"{b['one_by_one_fps']:.2f} (x{b['ratio']:.2f}, labels agree on {100 * b['label_agreement']:.3f} % of pixels)")
+    return s
+
+
+def markdown(result: dict) -> str:
+    lines = ["| model | preset | classes | before fps | now fps | speed-up | same labels | host syncs before → now |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        before = f"{r['old_fps']:.2f}" if "old_fps" in r else "–"
+        lines.append(f"| BLIP-{r['arch']} | {r['preset']} | {r['classes']} | {before} | {r['new_fps']:.2f} | "
+                     f"{'x%.2f' % r['speedup'] if 'speedup' in r else '–'} | "
+                     f"{'yes' if r.get('identical_labels') else ('no' if 'identical_labels' in r else '–')} | "
+                     f"{sum(r.get('host_syncs_old', {}).values()) if 'host_syncs_old' in r else '–'} → "
+                     f"{sum(r['host_syncs_new'].values())} |")
+    batches = [r for r in result["rows"] if "batch" in r]
+    if batches:
+        lines += ["", "| model | cameras | batched fps | one by one fps | ratio | labels agree |", "|---|---|---|---|---|---|"]
+        for r in batches:
+            b = r["batch"]
+            lines.append(f"| BLIP-{r['arch']} ({r['preset']}, {r['classes']} classes) | {b['cameras']} | "
+                         f"{b['batched_fps']:.2f} | {b['one_by_one_fps']:.2f} | x{b['ratio']:.2f} | "
+                         f"{100 * b['label_agreement']:.3f} % |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", nargs="+", default=["base", "large"], choices=["tiny", "base", "large"])
+    ap.add_argument("--classes", nargs="+", type=int, default=[1, 5, 20])
+    ap.add_argument("--presets", nargs="+", default=["realtime"])
+    ap.add_argument("--size", default="640x480")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--batch", type=int, default=4, help="cameras in the batching figure (0: skip)")
+    ap.add_argument("--batch-preset", default="realtime")
+    ap.add_argument("--batch-classes", type=int, default=5)
+    ap.add_argument("--old", type=Path, help="checkout of the code to compare against")
+    ap.add_argument("--old-ref", default=BEFORE, help="git revision for a worktree to compare against")
+    ap.add_argument("--no-old", action="store_true", help="measure this checkout alone")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/hot_path.json"))
+    ap.add_argument("--table", type=Path, help="print the markdown tables of an existing result JSON and exit")
+    args = ap.parse_args()
+    if args.table:
+        print(markdown(json.loads(args.table.read_text())))
+        return
+    old_root = None if args.no_old else (args.old or old_checkout(args.old_ref))
+    import torch
+
+    result = {
+        "what": "one 640x480 frame per call, median of --reps after a warm-up, versions interleaved frame by "
+                "frame in two processes; presence by ITM with threshold 0 (all classes kept); numpy face, "
+                "labels only (the default)",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": (torch.cuda.get_device_name(0) if args.device.startswith("cuda")
+                   else f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"),
+        "torch": torch.__version__, "old": str(args.old or (None if args.no_old else args.old_ref)),
+        "rows": [],
+    }
+    for arch in args.arch:
+        result["rows"] += measure(args, arch, old_root)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(markdown(result))
+    print(f"[bench] wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
