@@ -6,13 +6,14 @@ The engine (this package minus `ovss_ros.ros` and the `ovss_ros.demo` driver) im
     seg = Segmenter.from_pretrained("Salesforce/blip-itm-large-flickr", preset="realtime")
     seg.set_vocabulary(["person", "chair", "floor"])
     result = seg.segment(rgb)          # result.labels: H x W, 0 = background
+    result = seg.segment_torch(frame)  # the tensor face: H x W x 3 uint8 tensor in, device tensors out
 """
 # The rosidl-generated `ovss_ros.msg` may live in another directory of the same name (a colcon install,
 # or the dev venv); let Python find it there too.
 __path__ = __import__("pkgutil").extend_path(__path__, __name__)
 
 _LAZY = {
-    "Segmenter": "segmenter", "SegmentationResult": "result", "SegmenterConfig": "config",
+    "Segmenter": "segmenter", "SegmentationResult": "result", "TensorResult": "result", "SegmenterConfig": "config",
     "make_config": "config", "PRESETS": "config", "load_blip": "model_loading",
     "ModelLoadError": "model_loading", "VocabularyError": "prompts", "ImageError": "image_io",
 }
