@@ -14,8 +14,12 @@ import time
 import traceback
 from typing import Optional
 
-import rclpy
-import torch
+from .process_tuning import keep_large_buffers, passive_openmp_wait
+
+passive_openmp_wait()   # before torch loads (process_tuning says why)
+
+import rclpy  # noqa: E402
+import torch  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -362,6 +366,7 @@ class OvssNode(ParameterHandling, LifecycleNode):
 
 
 def main(argv=None) -> int:
+    keep_large_buffers()   # per-message page faults otherwise dominate what the node adds to a frame
     rclpy.init(args=argv if argv is not None else sys.argv)
     try:
         node = OvssNode()
