@@ -68,7 +68,7 @@ def fps(seconds: list) -> float:
     return 1.0 / statistics.median(seconds)
 
 
-def measure(args, arch: str, old_root) -> list:
+def measure(args, arch: str, old_root, save) -> list:
     workers = {"new": Worker(ROOT, arch, args.device, args.dtype, args.size)}
     if old_root is not None:
         workers["old"] = Worker(old_root, arch, args.device, args.dtype, args.size)
@@ -82,7 +82,7 @@ def measure(args, arch: str, old_root) -> list:
             for w in workers.values():
                 w(cmd="setup", preset=preset, classes=n, overrides=overrides)
             times = {k: [] for k in workers}
-            for _ in range(args.reps):
+            for _ in range(args.reps_paper if preset == "paper" else args.reps):
                 for k, w in workers.items():
                     times[k].append(w(cmd="frame")["total"])
             row = {"arch": arch, "preset": preset, "classes": n, "dtype": args.dtype,
@@ -107,6 +107,7 @@ def measure(args, arch: str, old_root) -> list:
                                 "label_agreement": min(x["label_agreement"] for x in b)}
                 row["batch"]["ratio"] = row["batch"]["batched_fps"] / row["batch"]["one_by_one_fps"]
             rows.append(row)
+            save(rows)                 # a run stopped by a time limit keeps what it measured
             print("[bench] " + line(row), flush=True)
     for w in workers.values():
         w.close()
@@ -157,6 +158,7 @@ def main() -> None:
     ap.add_argument("--presets", nargs="+", default=["realtime"])
     ap.add_argument("--size", default="640x480")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps-paper", type=int, default=3, help="frames per figure for the paper preset (CPU CRF)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--batch", type=int, default=4, help="cameras in the batching figure (0: skip)")
@@ -184,10 +186,16 @@ def main() -> None:
         "torch": torch.__version__, "old": str(args.old or (None if args.no_old else args.old_ref)),
         "rows": [],
     }
-    for arch in args.arch:
-        result["rows"] += measure(args, arch, old_root)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    done: list = []
+
+    def save(rows: list) -> None:
+        args.out.write_text(json.dumps({**result, "rows": done + rows}, indent=2))
+
+    for arch in args.arch:
+        done += measure(args, arch, old_root, save)
+    result["rows"] = done
+    save([])
     print(markdown(result))
     print(f"[bench] wrote {args.out}")
 

@@ -64,9 +64,11 @@ def frames(n: int, w: int, h: int) -> list:
     return [cv2.resize(s.rgb, (w, h), interpolation=cv2.INTER_LINEAR) for s in make_sequence(3, n, size=h)]
 
 
-def start_node(model: str, vocabulary: list, log: Path, threads: int, engine: list) -> subprocess.Popen:
+def start_node(model: str, vocabulary: list, log: Path, threads: int, engine: list,
+               device: str = "cpu") -> subprocess.Popen:
     args = [sys.executable, "-m", "ovss_ros.ros.node", "--ros-args", "-r", f"__ns:={NS}",
-            "-p", f"model:={model}", "-p", "preset:=tiny", "-p", "device:=cpu", "-p", "diagnostics_period:=0.25",
+            "-p", f"model:={model}", "-p", "preset:=tiny", "-p", f"device:={device}",
+            "-p", "diagnostics_period:=0.25",
             "-p", f"torch_threads:={threads}",
             "-p", "vocabulary:=[" + ", ".join(f"'{v}'" for v in vocabulary) + "]"]
     for kv in engine:
@@ -176,6 +178,7 @@ def markdown(result: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="checkpoint (default: the embedded toy-world model)")
+    ap.add_argument("--device", default="cpu", help="the node's device parameter (cpu, cuda, auto)")
     ap.add_argument("--frames", type=int, default=100, help="measured frames per case (the node's window is 100)")
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--size", default="640x480")
@@ -220,12 +223,13 @@ def main() -> None:
     pub = node.create_publisher(Image, f"{NS}/image", out)   # reliable, like most camera drivers
     log = Path(tempfile.mkdtemp()) / "node.log"
     model = args.model or str(MODEL_DIR)
-    proc = start_node(model, list(class_names("pattern")), log, args.torch_threads, args.engine)
+    proc = start_node(model, list(class_names("pattern")), log, args.torch_threads, args.engine, args.device)
     result = {"what": "real node process, preset tiny, one 640x480 rgb8 frame at a time over DDS (reliable), next "
                       "frame when the labels arrive; per-stage median/p90 ms from the node's /diagnostics over the "
                       "measured frames; ROS overhead = receive->publish minus the engine pass, per frame",
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "device": f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
+              "device": (f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+                         if args.device == "cpu" else args.device),
               "model": "embedded toy-world BLIP" if args.model is None else args.model,
               "frame": [w, h], "torch_threads": args.torch_threads, "engine": args.engine, "cases": {}}
     try:

@@ -33,13 +33,14 @@ OLD="--no-old"
 status=0
 for dtype in float32 bfloat16; do
     # shellcheck disable=SC2086
-    timeout 200 "$PY" benchmarks/bench_hot_path.py --device "$DEVICE" --dtype "$dtype" --arch $ARCHS \
-        --presets $PRESETS --classes 1 5 20 --reps "$REPS" --batch 4 --batch-classes 20 $OLD \
+    timeout 190 "$PY" benchmarks/bench_hot_path.py --device "$DEVICE" --dtype "$dtype" --arch $ARCHS \
+        --presets $PRESETS --classes 1 5 20 --reps "$REPS" --reps-paper 2 --batch 4 --batch-classes 20 $OLD \
         --out "$RESULTS/hot_path_${SUFFIX}_${dtype}.json" || { echo "gpu_check: engine run ($dtype) failed"; status=1; }
 done
 
 if "$PY" -c "import rclpy" 2>/dev/null; then
-    timeout 120 "$PY" benchmarks/bench_node.py --device "$DEVICE" --out "$RESULTS/node_${SUFFIX}.json" \
+    timeout 90 "$PY" benchmarks/bench_node.py --device "$DEVICE" --frames 50 --warmup 5 \
+        --out "$RESULTS/node_${SUFFIX}.json" \
         || { echo "gpu_check: node run failed"; status=1; }
 else
     echo "gpu_check: rclpy not importable: the node end-to-end run is skipped"

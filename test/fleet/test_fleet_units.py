@@ -161,13 +161,14 @@ def test_frames_go_through_the_engines_batched_path_when_it_has_one(bag_tree):
         def __init__(self, fail_batch):
             self.calls, self.fail_batch = [], fail_batch
 
-        def segment_batch(self, rgbs):
+        def segment_batch(self, rgbs, outputs=("labels",)):
+            assert set(outputs) == {"labels", "confidence", "class_maps"}     # what a written bag carries
             self.calls.append(("batch", len(rgbs)))
             if self.fail_batch:
                 raise ValueError("one frame is too large")
             return [rgb.mean() for rgb in rgbs]
 
-        def segment(self, rgb):
+        def segment(self, rgb, outputs=("labels",)):
             self.calls.append(("one", 1))
             if len(self.calls) == 3:
                 raise ValueError("too large")
