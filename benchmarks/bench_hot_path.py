@@ -64,6 +64,10 @@ def old_checkout(ref: str) -> Path:
     return path
 
 
+def median_stages(runs: list) -> dict:
+    return {k: statistics.median(r.get(k, 0.0) for r in runs) for k in runs[0]}
+
+
 def fps(seconds: list) -> float:
     return 1.0 / statistics.median(seconds)
 
@@ -82,11 +86,15 @@ def measure(args, arch: str, old_root, save) -> list:
             for w in workers.values():
                 w(cmd="setup", preset=preset, classes=n, overrides=overrides)
             times = {k: [] for k in workers}
-            for _ in range(args.reps_paper if preset == "paper" else args.reps):
-                for k, w in workers.items():
-                    times[k].append(w(cmd="frame")["total"])
+            stages = {k: [] for k in workers}
+            order = list(workers)
+            for rep in range(args.reps_paper if preset == "paper" else args.reps):
+                for k in (order if rep % 2 == 0 else order[::-1]):      # ABBA: no version always goes first
+                    got = workers[k](cmd="frame")
+                    times[k].append(got["total"])
+                    stages[k].append(got["timings"])
             row = {"arch": arch, "preset": preset, "classes": n, "dtype": args.dtype,
-                   "new_fps": fps(times["new"]), "new_seconds": times["new"],
+                   "new_fps": fps(times["new"]), "new_seconds": times["new"], "new_stages": median_stages(stages["new"]),
                    "host_syncs_new": workers["new"](cmd="syncs")["counts"],
                    "load_average_1min": os.getloadavg()[0]}
             if args.device.startswith("cuda"):
@@ -95,17 +103,22 @@ def measure(args, arch: str, old_root, save) -> list:
                 labels = {k: tmp / f"{k}.npy" for k in workers}
                 for k, w in workers.items():
                     w(cmd="frame", labels_to=str(labels[k]))
+                old_labels, new_labels = np.load(labels["old"]), np.load(labels["new"])
                 row.update(old_fps=fps(times["old"]), old_seconds=times["old"],
-                           speedup=statistics.median(times["old"]) / statistics.median(times["new"]),
-                           identical_labels=bool(np.array_equal(np.load(labels["old"]), np.load(labels["new"]))),
+                           old_stages=median_stages(stages["old"]),
+                           # per pair of neighbouring frames: robust to the machine's speed drifting
+                           speedup=statistics.median(o / n for o, n in zip(times["old"], times["new"])),
+                           identical_labels=bool(np.array_equal(old_labels, new_labels)),
+                           label_agreement=float(np.mean(old_labels == new_labels)),
                            host_syncs_old=workers["old"](cmd="syncs")["counts"])
-            if preset == args.batch_preset and n == args.batch_classes and args.batch:
-                b = [workers["new"](cmd="batch", frames=args.batch) for _ in range(args.reps)]
-                row["batch"] = {"cameras": args.batch,
-                                "batched_fps": args.batch / statistics.median(x["batched"] for x in b),
-                                "one_by_one_fps": args.batch / statistics.median(x["one_by_one"] for x in b),
-                                "label_agreement": min(x["label_agreement"] for x in b)}
-                row["batch"]["ratio"] = row["batch"]["batched_fps"] / row["batch"]["one_by_one_fps"]
+            if preset == args.batch_preset and n in args.batch_classes and args.batch:
+                b = [workers["new"](cmd="batch", frames=args.batch, single_first=rep % 2 == 1)
+                     for rep in range(args.reps)]
+                row.setdefault("batch", {}).update(
+                    cameras=args.batch, batched_fps=args.batch / statistics.median(x["batched"] for x in b),
+                    one_by_one_fps=args.batch / statistics.median(x["one_by_one"] for x in b),
+                    ratio=statistics.median(x["one_by_one"] / x["batched"] for x in b),     # per pair
+                    label_agreement=min(x["label_agreement"] for x in b))
             rows.append(row)
             save(rows)                 # a run stopped by a time limit keeps what it measured
             print("[bench] " + line(row), flush=True)
@@ -117,7 +130,8 @@ def measure(args, arch: str, old_root, save) -> list:
 def line(r: dict) -> str:
     s = f"BLIP-{r['arch']:5s} {r['preset']:8s} {r['dtype']:8s} {r['classes']:2d} classes: {r['new_fps']:7.2f} fps"
     if "old_fps" in r:
-        s += f" (before {r['old_fps']:6.2f}, x{r['speedup']:.2f}, labels identical: {r['identical_labels']})"
+        s += (f" (before {r['old_fps']:6.2f}, x{r['speedup']:.2f}, labels agree on "
+              f"{100 * r['label_agreement']:.4f} % of pixels)")
     s += f"  host syncs {sum(r['host_syncs_new'].values())}"
     if "host_syncs_old" in r:
         s += f" (before {sum(r['host_syncs_old'].values())})"
@@ -131,18 +145,19 @@ def line(r: dict) -> str:
 
 
 def markdown(result: dict) -> str:
-    lines = ["| model | preset | classes | before fps | now fps | speed-up | same labels | host syncs before → now |",
+    lines = ["| model | preset | classes | before fps | now fps | speed-up | labels agree | host syncs before → now |",
              "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         before = f"{r['old_fps']:.2f}" if "old_fps" in r else "–"
         lines.append(f"| BLIP-{r['arch']} | {r['preset']} | {r['classes']} | {before} | {r['new_fps']:.2f} | "
                      f"{'x%.2f' % r['speedup'] if 'speedup' in r else '–'} | "
-                     f"{'yes' if r.get('identical_labels') else ('no' if 'identical_labels' in r else '–')} | "
+                     f"{'%.4f %%' % (100 * r['label_agreement']) if 'label_agreement' in r else '–'} | "
                      f"{sum(r.get('host_syncs_old', {}).values()) if 'host_syncs_old' in r else '–'} → "
                      f"{sum(r['host_syncs_new'].values())} |")
     batches = [r for r in result["rows"] if "batch" in r]
     if batches:
-        lines += ["", "| model | cameras | batched fps | one by one fps | ratio | labels agree |", "|---|---|---|---|---|---|"]
+        lines += ["", "| model | cameras | batched frames/s | one by one frames/s | ratio | labels agree |",
+                  "|---|---|---|---|---|---|"]
         for r in batches:
             b = r["batch"]
             lines.append(f"| BLIP-{r['arch']} ({r['preset']}, {r['classes']} classes) | {b['cameras']} | "
@@ -163,7 +178,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--batch", type=int, default=4, help="cameras in the batching figure (0: skip)")
     ap.add_argument("--batch-preset", default="realtime")
-    ap.add_argument("--batch-classes", type=int, default=5)
+    ap.add_argument("--batch-classes", type=int, nargs="+", default=[5, 20])
     ap.add_argument("--old", type=Path, help="checkout of the code to compare against")
     ap.add_argument("--old-ref", default=BEFORE, help="git revision for a worktree to compare against")
     ap.add_argument("--no-old", action="store_true", help="measure this checkout alone")
@@ -178,8 +193,8 @@ def main() -> None:
 
     result = {
         "what": "one 640x480 frame per call, median of --reps after a warm-up, versions interleaved frame by "
-                "frame in two processes; presence by ITM with threshold 0 (all classes kept); numpy face, "
-                "labels only (the default)",
+                "frame in two processes (ABBA order); speed-up = median of the per-pair time ratios; presence by "
+                "ITM with threshold 0 (all classes kept); numpy face, labels only (the default)",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": (torch.cuda.get_device_name(0) if args.device.startswith("cuda")
                    else f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"),

@@ -97,13 +97,14 @@ def main() -> None:
             reply({"total": total, "timings": res.timings})
         elif kind == "batch":
             frames = [camera_frame(h, w, c) for c in range(cmd["frames"])]
-            sync()
-            t = time.perf_counter()
-            batched = seg.segment_batch(frames)
-            t_batch = time.perf_counter() - t
-            t = time.perf_counter()
-            single = [seg.segment(f) for f in frames]
-            t_single = time.perf_counter() - t
+            runs = {"batched": lambda: seg.segment_batch(frames), "single": lambda: [seg.segment(f) for f in frames]}
+            took, out = {}, {}
+            for name in (("single", "batched") if cmd.get("single_first") else ("batched", "single")):
+                sync()
+                t = time.perf_counter()
+                out[name] = runs[name]()
+                took[name] = time.perf_counter() - t
+            batched, single, t_batch, t_single = out["batched"], out["single"], took["batched"], took["single"]
             # float32 sums in another order (batched matrix shapes) may flip a pixel at an exact tie
             agree = float(np.mean([np.mean(a.labels == b.labels) for a, b in zip(batched, single)]))
             reply({"batched": t_batch, "one_by_one": t_single, "label_agreement": agree})

@@ -138,7 +138,7 @@ def main(argv=None) -> int:
         print(f"{name:55s} GT presence {row['gt']['mIoU']:.3f}   ITM presence {row['itm']['mIoU']:.3f}", flush=True)
         out["rows"].append(row)
         write_json(out, a.out)            # after every row: a partial run still leaves figures
-    print(f"baselines: " + ", ".join(f"{k} {v['mIoU']:.3f}" for k, v in out["baselines"].items())
+    print("baselines: " + ", ".join(f"{k} {v['mIoU']:.3f}" for k, v in out["baselines"].items())
           + f"; patch-grid ceiling {out['patch_grid_ceiling']['mIoU']:.3f}")
     print(f"wrote {a.out}")
     return 0

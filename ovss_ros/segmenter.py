@@ -204,6 +204,8 @@ class Segmenter:
         for the whole batch (ImageError), as segment() would for it alone."""
         want = check_outputs(outputs)
         forced = self._start(presents, len(images))
+        if not images:
+            return []
         watch = _Stopwatch(self.device, self.profile)
         cfg = self._config
         rgbs = [to_rgb_uint8(im, cfg.max_image_pixels) for im in images]
@@ -232,6 +234,8 @@ class Segmenter:
         face's PIL resize); nothing goes to the host but what HOST_SYNCS lists."""
         want = check_outputs(outputs)
         forced = self._start(presents, len(frames))
+        if not frames:
+            return []
         watch = _Stopwatch(self.device, self.profile)
         max_pixels = self._config.max_image_pixels
         inputs = []

@@ -205,3 +205,4 @@ def test_outputs_are_checked(tiny_loaded):
         seg.segment(_frames()[0], outputs=["labels", "masks"])
     res = seg.segment(_frames()[0])
     assert res.class_maps is None and res.confidence is None and res.raw_maps is None
+    assert seg.segment_batch([]) == [] and seg.segment_torch_batch([]) == []
