@@ -107,7 +107,8 @@ def image_kv(model, image_embeds: torch.Tensor) -> ImageKV:
 def itm_pass(model, prefix: TextPrefix, kv: ImageKV, image_bias: Optional[torch.Tensor] = None,
              capture: Iterable[int] = (), compiled: bool = False) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """ITM logits [B, 2] of every caption against its frame, and the cross-attention probabilities of the
-    `capture` layers as leaves that require grad ([F, heads, C*T, N+1], captions folded into the query axis).
+    `capture` layers, in a graph that starts at the first of them ([F, heads, C*T, N+1], captions folded into
+    the query axis).
 
     `prefix` rows are frame-major: B = F x C, rows f*C .. f*C+C-1 see frame f. `image_bias` [F, N+1] is
     added to every cross-attention score of its frame (0 or -max: attention-mode Salience Dropout).
@@ -147,7 +148,8 @@ def _layers(model, prefix, kv, bias, capture, probs_of, f, c, b, t) -> torch.Ten
             scores = scores + bias
         probs = torch.softmax(scores, dim=-1)
         if i in capture:
-            probs = probs.detach().requires_grad_(True)
+            if not probs.requires_grad:      # the first captured layer starts the graph; later ones stay
+                probs = probs.detach().requires_grad_(True)   # in it, so a gradient sees every path
             probs_of[i] = probs
         ctx = torch.matmul(probs, kv.values[i])
         ctx = ctx.view(f, heads, c, t, d).permute(0, 2, 3, 1, 4).reshape(b, t, heads * d)

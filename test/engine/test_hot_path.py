@@ -61,6 +61,32 @@ def test_split_text_pass_equals_the_transformers_text_encoder(model_and_prompts,
         torch.testing.assert_close(tok[rows], ref_tok, atol=1e-7, rtol=1e-5)
 
 
+def test_gradcam_over_several_layers_keeps_every_gradient_path(tiny_loaded):
+    """dL/dA of an early layer flows through the later layers' attention too: the split pass must not cut it.
+    Checked on the embedded trained model, whose attention is far from uniform (on random weights that path
+    is too small to show)."""
+    from pathlib import Path
+
+    import ovss_ros
+    from ovss_ros.model_loading import load_blip
+
+    trained = load_blip(str(Path(ovss_ros.__file__).parent / "data" / "toy_blip"), device="cpu",
+                        local_files_only=True)
+    model, tok = trained.model, trained.tokenizer
+    p = build_prompts(tok, ["plain red", "striped blue", "checked green"], "a picture of {}", True, True,
+                      enc_token_id(tok, model.config.text_config.vocab_size))
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.random((1, 3, 96, 96), dtype=np.float32))
+    with torch.no_grad():
+        embeds = model.vision_model(pixel_values=x).last_hidden_state
+    layers = [0, 1, 2]
+    prefix = text_pass.text_prefix(model, p.input_ids, p.attention_mask)
+    logits, probs = text_pass.itm_pass(model, prefix, text_pass.image_kv(model, embeds), capture=layers)
+    tok_maps = gradcam.token_gradcam(probs, gradcam.gradients(logits, probs, layers), layers, "mean", prefix.mask)
+    _, ref = hf_token_gradcam(model, p, embeds, layers, "mean")
+    torch.testing.assert_close(tok_maps, ref, atol=1e-7, rtol=1e-4)
+
+
 def test_attention_bias_equals_removing_the_dropped_image_tokens(model_and_prompts):
     model, prompts = model_and_prompts
     p = prompts["per_class"]
