@@ -11,6 +11,14 @@ class ImageError(ValueError):
     """The image cannot be segmented; the message says why."""
 
 
+def _check_size(h: int, w: int, max_pixels: int) -> None:
+    if h == 0 or w == 0:
+        raise ImageError(f"image has zero size ({h} x {w})")
+    if h * w > max_pixels:
+        raise ImageError(f"image of {w} x {h} pixels exceeds max_image_pixels={max_pixels}; "
+                         "downscale it first or raise the limit")
+
+
 def to_rgb_uint8(image, max_pixels: int) -> np.ndarray:
     """Documented conversions: gray -> RGB, RGBA -> RGB (alpha ignored), uint16 -> uint8 (>> 8 with
     rounding), float in [0, 1] -> uint8. Anything else is an ImageError."""
@@ -22,12 +30,7 @@ def to_rgb_uint8(image, max_pixels: int) -> np.ndarray:
         image = image[:, :, 0]
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
         raise ImageError(f"expected H x W, H x W x 3 or H x W x 4, got shape {image.shape}")
-    h, w = image.shape[:2]
-    if h == 0 or w == 0:
-        raise ImageError(f"image has zero size ({h} x {w})")
-    if h * w > max_pixels:
-        raise ImageError(f"image of {w} x {h} pixels exceeds max_image_pixels={max_pixels}; "
-                         "downscale it first or raise the limit")
+    _check_size(*image.shape[:2], max_pixels)
     if image.dtype == np.uint8:
         out = image
     elif image.dtype == np.uint16:
@@ -75,10 +78,5 @@ def check_frame_tensor(frame, max_pixels: int) -> torch.Tensor:
         raise ImageError(f"expected a torch.Tensor, got {type(frame).__name__}")
     if frame.dtype != torch.uint8 or frame.dim() != 3 or frame.shape[2] != 3:
         raise ImageError(f"expected an H x W x 3 uint8 tensor, got {tuple(frame.shape)} {frame.dtype}")
-    h, w = frame.shape[:2]
-    if h == 0 or w == 0:
-        raise ImageError(f"image has zero size ({h} x {w})")
-    if h * w > max_pixels:
-        raise ImageError(f"image of {w} x {h} pixels exceeds max_image_pixels={max_pixels}; "
-                         "downscale it first or raise the limit")
+    _check_size(*frame.shape[:2], max_pixels)
     return frame

@@ -153,3 +153,22 @@ def assert_scores_agree_with_labels(masks, labels):
         if where.any():
             assert (scores[k][where] + 1 >= scores[:, where].max(axis=0)).all()
             assert scores[k][where].max() > 0
+
+
+def two_camera_rig(probe, node, ns: str, depth: int, labels_depth: int, diag_depth: int) -> dict:
+    """Reliable image publishers for cameras `front` and `rear` of the node in `ns`, collectors of their labels
+    and of /diagnostics; returns once the node subscribes to both cameras."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import Image
+
+    from ovss_ros.ros import qos
+
+    cams = ("front", "rear")
+    rig = {"node": node, "probe": probe,
+           "pub": {c: probe.node.create_publisher(Image, f"{ns}/{c}/image", qos.reliable(depth)) for c in cams},
+           "labels": {c: probe.collect(Image, f"{ns}/{c}/segmentation/labels", qos.reliable(labels_depth))
+                      for c in cams},
+           "diag": probe.collect(DiagnosticArray, "/diagnostics", diag_depth)}
+    for pub in rig["pub"].values():
+        probe.wait_subscribers(pub, timeout=120)
+    return rig

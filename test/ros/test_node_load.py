@@ -4,12 +4,9 @@ import itertools
 import time
 
 import pytest
-from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.srv import GetParameters
-from sensor_msgs.msg import Image
 
-from ovss_ros.ros import qos
-from rostest_helpers import diagnostic_values, image_msg, scene, stamp
+from rostest_helpers import diagnostic_values, image_msg, scene, stamp, two_camera_rig
 
 NS = "/ovss_load"
 DELAY = 0.25
@@ -20,14 +17,7 @@ SECONDS = itertools.count(5000)
 @pytest.fixture(scope="module")
 def load(probe, start_node):
     node = start_node(NS, cameras=["front", "rear"], debug_extra_latency=DELAY, vocabulary=["red circle", "dog"])
-    n = probe.node
-    rig = {"node": node, "probe": probe,
-           "pub": {c: n.create_publisher(Image, f"{NS}/{c}/image", qos.reliable(100)) for c in ("front", "rear")},
-           "labels": {c: probe.collect(Image, f"{NS}/{c}/segmentation/labels", qos.reliable(200))
-                      for c in ("front", "rear")},
-           "diag": probe.collect(DiagnosticArray, "/diagnostics", 100)}
-    for pub in rig["pub"].values():
-        probe.wait_subscribers(pub, timeout=120)
+    rig = two_camera_rig(probe, node, NS, depth=100, labels_depth=200, diag_depth=100)
     yield rig
     assert node.alive(), node.log()
 

@@ -4,12 +4,11 @@ of both cameras that wait together go through the engine as one batch."""
 import itertools
 
 import pytest
-from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import Image
 
 from ovss_ros.msg import SegmentationMasks
 from ovss_ros.ros import qos
-from rostest_helpers import diagnostic_values, image_msg, scene, set_params
+from rostest_helpers import diagnostic_values, image_msg, scene, set_params, two_camera_rig
 
 NS = "/ovss_demand"
 FULL = f"{NS}/ovss_node"
@@ -20,14 +19,7 @@ SECONDS = itertools.count(70000)
 def rig(probe, start_node):
     node = start_node(NS, cameras=["front", "rear"], vocabulary=["red circle", "dog"],
                       **{"engine.presence": "all"})
-    n = probe.node
-    r = {"node": node, "probe": probe,
-         "pub": {c: n.create_publisher(Image, f"{NS}/{c}/image", qos.reliable(10)) for c in ("front", "rear")},
-         "labels": {c: probe.collect(Image, f"{NS}/{c}/segmentation/labels", qos.reliable(50))
-                    for c in ("front", "rear")},
-         "diag": probe.collect(DiagnosticArray, "/diagnostics", 200)}
-    for pub in r["pub"].values():
-        probe.wait_subscribers(pub, timeout=120)
+    r = two_camera_rig(probe, node, NS, depth=10, labels_depth=50, diag_depth=200)
     yield r
     assert node.alive(), node.log()
 
