@@ -42,6 +42,7 @@ setup(
             "ovss-train-toy = ovss_ros.toy_world.train:main",
             "ovss-toy-bag = ovss_ros.toy_world.bag:main",
             "ovss-toy-bag-score = ovss_ros.evaluation.bag_score:main",
+            "ovss-convert-pgseg = ovss_ros.pgseg.convert:main",
         ],
     },
 )

@@ -48,7 +48,23 @@ def _fits(check: ModelCheck, cfg: Optional[SegmenterConfig]) -> bool:
         return False
 
 
-class _Stopwatch:
+def resolve_present(vocab: Sequence[str], present: Optional[Sequence[Union[str, int]]]) -> Optional[list[int]]:
+    """Forced classes (names, case and spacing ignored, or vocabulary indices) as sorted indices."""
+    if present is None:
+        return None
+    index = {n.lower(): i for i, n in enumerate(vocab)}
+    out = set()
+    for p in present:
+        if isinstance(p, (int, np.integer)) and 0 <= int(p) < len(vocab):
+            out.add(int(p))
+        elif isinstance(p, str) and " ".join(p.split()).lower() in index:
+            out.add(index[" ".join(p.split()).lower()])
+        else:
+            raise VocabularyError(f"present class {p!r} is not in the vocabulary")
+    return sorted(out)
+
+
+class Stopwatch:
     """Seconds per stage. On a GPU, stage laps wait for the device only when profiling (a wait per stage
     would serialise the host and the device); `total` is always measured after the results are ready."""
 
@@ -72,6 +88,8 @@ class _Stopwatch:
 class Segmenter:
     """PnP-OVSS on a BLIP ITM model. Not thread-safe: one caller at a time."""
 
+    method = "pnp_ovss"
+
     def __init__(self, loaded: LoadedModel, config: Optional[SegmenterConfig] = None):
         self.loaded = loaded
         self.model = loaded.model
@@ -86,11 +104,36 @@ class Segmenter:
         self._apply_compile()
 
     @classmethod
-    def from_pretrained(cls, model=DEFAULT_MODEL, preset: str = "paper", device=None, dtype=None,
-                        local_files_only: Optional[bool] = None, processor=None, **overrides) -> "Segmenter":
+    def from_pretrained(cls, model=DEFAULT_MODEL, preset: Optional[str] = None, device=None, dtype=None,
+                        local_files_only: Optional[bool] = None, processor=None, method: Optional[str] = None,
+                        **overrides):
         """`model`: a Hugging Face id or local directory (device None = "auto", dtype None = float32), or an
         in-memory `BlipForImageTextRetrieval` with `processor=` its BlipProcessor or tokenizer (then this is
-        `from_model`: device/dtype None keep the model as it is). `overrides` are engine parameters."""
+        `from_model`: device/dtype None keep the model as it is). `overrides` are engine parameters.
+
+        `method`: "pnp_ovss" or "pgseg"; None = what the checkpoint is (BLIP -> pnp_ovss, GroupViT -> pgseg).
+        A checkpoint of the other kind is one ModelLoadError naming both. PGSeg returns a `PGSegSegmenter`
+        (same calls and results). `preset` None = the method's published protocol ("paper" / "pgseg")."""
+        from .pgseg.loading import METHODS, check_method, detect_method
+
+        if method is not None and method not in METHODS:
+            raise ValueError(f"method={method!r}: expected one of {list(METHODS)}")
+        if isinstance(model, (str, os.PathLike)):
+            found = detect_method(model, local_files_only)
+            if method is not None and found != method:
+                check_method({"pnp_ovss": "blip", "pgseg": "groupvit"}[found], method, str(model))
+            method = found
+        elif method is None and type(model).__name__ in ("PGSegModel", "GroupViTModel"):
+            method = "pgseg"
+        if method == "pgseg":
+            from .pgseg.segmenter import PGSegSegmenter
+
+            if not isinstance(model, (str, os.PathLike)) and processor is None:
+                raise TypeError("an in-memory GroupViT model needs processor= (its CLIP tokenizer)")
+            return PGSegSegmenter.from_pretrained(model, preset=preset or "pgseg", device=device, dtype=dtype,
+                                                  local_files_only=local_files_only, tokenizer=processor,
+                                                  **overrides)
+        preset = preset or "paper"
         if not isinstance(model, (str, os.PathLike)):
             if isinstance(model, torch.nn.Module):
                 if processor is None:
@@ -169,20 +212,8 @@ class Segmenter:
             out = self._vision_model(pixel_values=pixel_values.to(param_dtype), interpolate_pos_encoding=True)
         return out.last_hidden_state.to(param_dtype)
 
-    def _resolve_present(self, present: Optional[Sequence[Union[str, int]]]) -> Optional[list[int]]:
-        if present is None:
-            return None
-        vocab = self.vocabulary
-        index = {n.lower(): i for i, n in enumerate(vocab)}
-        out = set()
-        for p in present:
-            if isinstance(p, (int, np.integer)) and 0 <= int(p) < len(vocab):
-                out.add(int(p))
-            elif isinstance(p, str) and " ".join(p.split()).lower() in index:
-                out.add(index[" ".join(p.split()).lower()])
-            else:
-                raise VocabularyError(f"present class {p!r} is not in the vocabulary")
-        return sorted(out)
+    def _resolve_present(self, present):
+        return resolve_present(self.vocabulary, present)
 
     def _start(self, presents, count: int) -> list:
         if self.text is None:
@@ -206,7 +237,7 @@ class Segmenter:
         forced = self._start(presents, len(images))
         if not images:
             return []
-        watch = _Stopwatch(self.device, self.profile)
+        watch = Stopwatch(self.device, self.profile)
         cfg = self._config
         rgbs = [to_rgb_uint8(im, cfg.max_image_pixels) for im in images]
         frames = [FrameInput(torch.from_numpy(preprocess(rgb, self.input_size, self.loaded.image_mean,
@@ -236,7 +267,7 @@ class Segmenter:
         forced = self._start(presents, len(frames))
         if not frames:
             return []
-        watch = _Stopwatch(self.device, self.profile)
+        watch = Stopwatch(self.device, self.profile)
         max_pixels = self._config.max_image_pixels
         inputs = []
         for frame, p in zip(frames, forced):

@@ -62,9 +62,9 @@ def test_profiling_waits_per_stage_only_when_asked(tiny_loaded, rgb, monkeypatch
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: waits.append(1))
     monkeypatch.setattr(seg, "device", torch.device("cuda"))       # only the stopwatch reads it here
     from ovss_ros import segmenter as mod
-    watch = mod._Stopwatch(seg.device, profile=False)
+    watch = mod.Stopwatch(seg.device, profile=False)
     watch.lap("vision")
     assert waits == []
-    watch = mod._Stopwatch(seg.device, profile=True)
+    watch = mod.Stopwatch(seg.device, profile=True)
     watch.lap("vision")
     assert waits == [1] and np.isfinite(watch.finish()["total"])

@@ -1,0 +1,110 @@
+"""PGSeg's engine settings: the authors' test protocol as defaults, presets as named bundles.
+
+Checked like PnP-OVSS's `SegmenterConfig` (same messages, same shared limits on vocabularies and images);
+`PGSEG_CHOICES` / `PGSEG_LIMITS` are the tables the ROS layer builds its parameter descriptors from."""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from ..config import MAX_IMAGE_SIZE, VISION_DTYPES, _check_template, _checked_type, _range_text
+
+RESIZE_MODES = ("short_side", "square")
+PGSEG_BACKGROUND = ("threshold", "never")
+
+PGSEG_CHOICES: dict[str, tuple[str, ...]] = {
+    "resize": RESIZE_MODES,
+    "background": PGSEG_BACKGROUND,
+    "vision_dtype": VISION_DTYPES,
+}
+PGSEG_LIMITS: dict[str, tuple[Optional[float], Optional[float]]] = {
+    "image_size": (16, MAX_IMAGE_SIZE),
+    "crop_size": (16, MAX_IMAGE_SIZE),
+    "crop_stride": (16, MAX_IMAGE_SIZE),
+    "top_k": (1, None),
+    "background_threshold": (0.0, 1.0),     # on Q x P group-class scores, which lie in [0, 1]
+    "max_classes": (1, 65535),
+    "max_class_name_length": (1, None),
+    "max_image_pixels": (1, None),
+}
+
+# The authors' per-dataset background thresholds (their test_cfg.bg_thresh); ovss-eval uses them.
+BACKGROUND_THRESHOLDS = {"voc": 0.95, "context": 0.36, "coco_object": 0.85, "lvis": 0.35, "imagenet_s": 0.11}
+
+
+@dataclass
+class PGSegConfig:
+    """All knobs of PGSeg inference. Defaults: the authors' protocol (github.com/Ferenas/PGSeg, mmseg test
+    config of Pascal VOC): short side 448, 448 x 448 windows at stride 224, "a photo of a {}.", top-5 image-level
+    filter, background below 0.95."""
+
+    image_size: Optional[int] = 448          # short side ("short_side") or square side ("square"); None = native
+    resize: str = "short_side"               # keep the aspect ratio (authors) or warp to a square
+    crop_size: Optional[int] = 448           # sliding-window side; None = the whole resized image in one pass
+    crop_stride: int = 224
+    prompt_template: str = "a photo of a {}."
+    top_k: Optional[int] = 5                 # image-level filter: only the k best classes compete; None = all
+    background: str = "threshold"            # "threshold": pixels whose best class scores below it; "never"
+    background_threshold: float = 0.95
+    npr: bool = True                         # run the checkpoint's NPR modules (False: GroupViT's forward)
+    vision_dtype: str = "float32"            # auto (bf16 on CUDA, fp32 on CPU) / float32 / bfloat16 / float16
+    max_classes: int = 256
+    max_class_name_length: int = 64
+    max_image_pixels: int = 4096 * 4096
+
+    method = "pgseg"
+
+    def validate(self) -> "PGSegConfig":
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _checked_type(f.name, getattr(self, f.name), _FIELD_TYPES[f.name]))
+        for name, allowed in PGSEG_CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r}: expected one of {list(allowed)}")
+        for name, (lo, hi) in PGSEG_LIMITS.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                raise ValueError(f"{name}={value!r}: expected {_range_text(lo, hi)}")
+        _check_template(self.prompt_template)
+        if self.crop_size is not None and self.crop_stride > self.crop_size:
+            raise ValueError(f"crop_stride={self.crop_stride} is larger than crop_size={self.crop_size}: "
+                             "windows would leave gaps")
+        return self
+
+    def replace(self, **changes: Any) -> "PGSegConfig":
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown PGSeg parameter(s): {sorted(unknown)}")
+        return dataclasses.replace(self, **changes).validate()
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_FIELD_TYPES = typing.get_type_hints(PGSegConfig)
+
+# Fields whose change means new text embeddings.
+PROMPT_FIELDS = ("prompt_template", "max_classes", "max_class_name_length")
+
+PGSEG_PRESETS: dict[str, dict[str, Any]] = {
+    # The authors' test protocol (Pascal VOC's background threshold; see BACKGROUND_THRESHOLDS).
+    "pgseg": {},
+    # Throughput: the frame warped to one 448 x 448 window, one encoder pass per frame.
+    "realtime": dict(resize="square", crop_size=None, vision_dtype="auto"),
+    # The embedded toy-world model (docs/pgseg.md): its native 96 px, one pass, its training template.
+    "tiny": dict(image_size=None, resize="square", crop_size=None, prompt_template="a picture of {}",
+                 background_threshold=0.5),
+}
+# "paper" names each method's published protocol, so one preset name works for both methods.
+PGSEG_PRESET_ALIASES = {"paper": "pgseg"}
+
+
+def make_pgseg_config(preset: str = "pgseg", **overrides: Any) -> PGSegConfig:
+    name = PGSEG_PRESET_ALIASES.get(preset, preset)
+    if name not in PGSEG_PRESETS:
+        raise ValueError(f"unknown PGSeg preset {preset!r}: expected one of "
+                         f"{sorted(set(PGSEG_PRESETS) | set(PGSEG_PRESET_ALIASES))}")
+    return PGSegConfig().replace(**{**PGSEG_PRESETS[name], **overrides})

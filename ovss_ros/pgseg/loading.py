@@ -1,0 +1,176 @@
+"""Load a GroupViT / PGSeg checkpoint (Hub id or local directory) and know what it accepts.
+
+A directory written by `ovss-convert-pgseg` (or `PGSegModel.save_pretrained`) carries PGSeg's NPR modules
+(`npr_prototypes` in config.json); a plain transformers GroupViT checkpoint such as `nvidia/groupvit-gcc-yfcc`
+loads as GroupViT with NPR off."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import torch
+
+from ..model_loading import ModelLoadError, hub_errors, resolve_device, resolve_dtype
+from ..prompts import VocabularyError, normalize_vocabulary
+from .config import PGSegConfig
+from .model import PGSegModel
+
+# The authors normalise with ImageNet statistics on the 0-255 scale (mmseg's test pipeline).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+METHODS = ("pnp_ovss", "pgseg")
+_MODEL_TYPES = {"blip": "pnp_ovss", "groupvit": "pgseg"}
+
+
+@dataclass
+class LoadedGroupViT:
+    model: PGSegModel                 # eval mode, frozen
+    tokenizer: object                 # CLIP BPE tokenizer
+    image_mean: tuple
+    image_std: tuple
+    native_image_size: int
+    device: torch.device
+    name: str
+
+
+def checkpoint_method(model_type: str) -> Optional[str]:
+    """The method a checkpoint's `model_type` belongs to (None if neither)."""
+    return _MODEL_TYPES.get(model_type)
+
+
+def detect_method(name: Union[str, os.PathLike], local_files_only: Optional[bool] = None) -> str:
+    """'pnp_ovss' for a BLIP checkpoint, 'pgseg' for GroupViT/PGSeg, read from its config alone."""
+    from transformers import AutoConfig
+
+    name = str(name)
+    with hub_errors(name, local_files_only) as offline:
+        config = AutoConfig.from_pretrained(name, local_files_only=offline)
+    method = checkpoint_method(config.model_type)
+    if method is None:
+        raise ModelLoadError(f"cannot load model: '{name}' is a {config.model_type!r} checkpoint; expected BLIP "
+                             "image-text matching (method pnp_ovss) or GroupViT/PGSeg (method pgseg)")
+    return method
+
+
+def check_method(found_type: str, method: str, name: str) -> None:
+    """One error naming what the method expects and what the checkpoint is."""
+    expected = {"pnp_ovss": "a BLIP image-text matching checkpoint (model_type 'blip')",
+                "pgseg": "a GroupViT or PGSeg checkpoint (model_type 'groupvit')"}[method]
+    if checkpoint_method(found_type) != method:
+        raise ModelLoadError(f"method {method!r} needs {expected}, but '{name}' is a {found_type!r} checkpoint"
+                             + (f" (use method {checkpoint_method(found_type)!r})" if checkpoint_method(found_type)
+                                else ""))
+
+
+def _image_stats(name: str, offline: bool) -> tuple[tuple, tuple]:
+    path = Path(name).expanduser() / "preprocessor_config.json"
+    if path.is_file():
+        cfg = json.loads(path.read_text())
+        return tuple(cfg.get("image_mean", IMAGENET_MEAN)), tuple(cfg.get("image_std", IMAGENET_STD))
+    try:
+        from transformers import AutoImageProcessor
+
+        ip = AutoImageProcessor.from_pretrained(name, local_files_only=offline)
+        return tuple(ip.image_mean), tuple(ip.image_std)
+    except (OSError, ValueError, ImportError):
+        return IMAGENET_MEAN, IMAGENET_STD
+
+
+def load_groupvit(model: Union[str, os.PathLike], device: Union[str, torch.device] = "auto",
+                  dtype: Union[str, torch.dtype] = "float32", local_files_only: Optional[bool] = None,
+                  revision: Optional[str] = None) -> LoadedGroupViT:
+    """PGSegModel (NPR when the checkpoint has it) and its tokenizer. Safetensors only, no remote code."""
+    from transformers import AutoConfig, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    name = str(model)
+    dev = resolve_device(device)
+    with hub_errors(name, local_files_only) as offline:
+        config = AutoConfig.from_pretrained(name, local_files_only=offline, revision=revision)
+        check_method(config.model_type, "pgseg", name)
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=offline, revision=revision)
+        net = PGSegModel.from_pretrained(name, config=config, local_files_only=offline, revision=revision,
+                                         use_safetensors=True)
+        mean, std = _image_stats(name, offline)
+    return wrap_groupvit(net, tokenizer, dev, resolve_dtype(dtype), name=name, image_mean=mean, image_std=std)
+
+
+def wrap_groupvit(model, tokenizer, device=None, dtype=None, name: Optional[str] = None,
+                  image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD) -> LoadedGroupViT:
+    """An in-memory PGSegModel (or transformers GroupViTModel, run without NPR) and its tokenizer."""
+    from transformers import GroupViTModel
+
+    if not isinstance(model, GroupViTModel):
+        raise TypeError(f"model: expected a PGSegModel or transformers GroupViTModel, got {type(model).__name__}")
+    if not isinstance(model, PGSegModel):       # same weights, plus the (absent) NPR attribute
+        plain, model = model, PGSegModel(model.config)
+        model.load_state_dict(plain.state_dict())
+    dev = resolve_device(device) if device is not None else next(model.parameters()).device
+    to = {"device": dev} if dtype is None else {"device": dev, "dtype": resolve_dtype(dtype)}
+    model.eval().requires_grad_(False).to(**to)
+    name = name or getattr(model.config, "_name_or_path", "") or "in-memory model"
+    return LoadedGroupViT(model, tokenizer, tuple(image_mean), tuple(image_std),
+                          int(model.config.vision_config.image_size), dev, name)
+
+
+@dataclass
+class ClassTokens:
+    input_ids: torch.Tensor        # [C, T]
+    attention_mask: torch.Tensor   # [C, T]
+
+
+class PGSegCheck:
+    """What a GroupViT checkpoint accepts, from its config and tokenizer alone (no weights): the node holds
+    one from configure on, so settings and vocabularies are refused with the same reasons loaded or not."""
+
+    def __init__(self, model_config, tokenizer, name: str = "") -> None:
+        self.model_config = model_config
+        self.tokenizer = tokenizer
+        self.name = name
+        self.max_tokens = int(model_config.text_config.max_position_embeddings)   # CLIP's 77
+        self.patch_size = int(model_config.vision_config.patch_size)
+        self.native_image_size = int(model_config.vision_config.image_size)
+
+    @classmethod
+    def from_loaded(cls, loaded: LoadedGroupViT) -> "PGSegCheck":
+        return cls(loaded.model.config, loaded.tokenizer, loaded.name)
+
+    @classmethod
+    def from_pretrained(cls, model, local_files_only: Optional[bool] = None, revision: Optional[str] = None):
+        from transformers import AutoConfig, AutoTokenizer
+
+        name = str(model)
+        with hub_errors(name, local_files_only) as offline:
+            config = AutoConfig.from_pretrained(name, local_files_only=offline, revision=revision)
+            check_method(config.model_type, "pgseg", name)
+            tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=offline, revision=revision)
+        return cls(config, tokenizer, name)
+
+    def check_config(self, cfg: PGSegConfig) -> PGSegConfig:
+        cfg.validate()
+        for field in ("image_size", "crop_size", "crop_stride"):
+            value = getattr(cfg, field)
+            if value is not None and value % self.patch_size:
+                raise ValueError(f"{field}={value} is not a multiple of the patch size {self.patch_size}")
+        return cfg
+
+    def prompts(self, classes: Sequence[str], cfg: PGSegConfig) -> tuple[tuple, ClassTokens]:
+        """Checked names and their token ids; a prompt longer than the text model's context (77 for CLIP's
+        tokenizer) is refused here, when the vocabulary is set, not on the first frame."""
+        names = normalize_vocabulary(classes, cfg.max_classes, cfg.max_class_name_length)
+        texts = [cfg.prompt_template.format(n) for n in names]
+        enc = self.tokenizer(texts, padding="longest", truncation=False, return_tensors="pt")
+        lengths = enc["attention_mask"].sum(dim=1).tolist()
+        worst = max(range(len(names)), key=lambda i: lengths[i])
+        if lengths[worst] > self.max_tokens:
+            raise VocabularyError(f"the caption of class {names[worst]!r} has {lengths[worst]} tokens but the text "
+                                  f"model takes at most {self.max_tokens} (its context length): use a shorter "
+                                  "class name")
+        return names, ClassTokens(enc["input_ids"], enc["attention_mask"])
+
+    def check_vocabulary(self, classes: Sequence[str], cfg: PGSegConfig) -> tuple:
+        return self.prompts(classes, cfg)[0]

@@ -1,0 +1,166 @@
+"""PGSeg's image side on transformers' GroupViT: the NPR modules and a forward that runs them.
+
+PGSeg (Zhang et al., "Uncovering Prototypical Knowledge for Weakly Open-Vocabulary Semantic Segmentation",
+NeurIPS 2023; github.com/Ferenas/PGSeg) is GroupViT (Xu et al., CVPR 2022; github.com/NVlabs/GroupViT) plus
+a non-learnable prototypical regularization (NPR) in stages 1 and 2 that stays on the inference path:
+
+    prototypes = EM soft k-means over the tokens *entering* the stage (10 rounds, from a stored buffer, no grad)
+    re_x       = MLP(assignments @ prototypes)                 (1x1 conv / BatchNorm / ReLU / 1x1 conv)
+    grouping   = GroupingBlock(stage_output_tokens + re_x, group_tokens)
+
+transformers' `GroupViTStage.forward` hands its tokens straight to the grouping block, so `vision_forward`
+below re-runs the stage with the HF submodules and adds `re_x` where the authors do. With no NPR modules it is
+GroupViT's forward, and a plain `nvidia/groupvit-*` checkpoint loads into `PGSegModel` unchanged.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GroupViTConfig, GroupViTModel
+
+NPR_ITERATIONS = 10          # EM rounds (the authors' `stage`)
+NPR_INNER_DIM = 4096         # hidden width of the reconstruction MLP (the authors' ProjectMLP default)
+
+
+class PrototypeRegularizer(nn.Module):
+    """One stage's NPR: EM prototypes of the input tokens, reconstructed and mapped back to token space."""
+
+    def __init__(self, dim: int, num_prototypes: int, inner_dim: int = NPR_INNER_DIM,
+                 iterations: int = NPR_ITERATIONS):
+        super().__init__()
+        self.iterations = iterations
+        # the authors' init: normal, then unit rows; their inference never updates it, so the stored values matter
+        mu = torch.randn(1, num_prototypes, dim) * (2.0 / dim) ** 0.5
+        self.register_buffer("mu", mu / (1e-6 + mu.norm(dim=2, keepdim=True)))
+        # the authors' Conv1d(k=1) layers, squeezed to Linear (same numbers on [tokens, channels])
+        self.mapping_x = nn.Sequential(nn.Linear(dim, inner_dim), nn.BatchNorm1d(inner_dim), nn.ReLU(),
+                                       nn.Linear(inner_dim, dim))
+
+    @torch.no_grad()
+    def prototypes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(assignments [B, L, K] normalised over tokens, prototypes [B, K, C] unit rows) after the EM rounds."""
+        mu = self.mu.to(x.dtype).expand(x.shape[0], -1, -1)
+        z = None
+        for _ in range(self.iterations):
+            z = torch.softmax(x @ mu.transpose(1, 2), dim=-1)
+            z = z / (1e-6 + z.sum(dim=1, keepdim=True))
+            mu = z.transpose(1, 2) @ x
+            mu = mu / (1e-6 + mu.norm(dim=2, keepdim=True))
+        return z, mu
+
+    def forward(self, x: torch.Tensor, found: Optional[tuple] = None) -> torch.Tensor:
+        """re_x [B, L, C]; `found`: (assignments, prototypes) already computed for `x`."""
+        z, mu = found if found is not None else self.prototypes(x)
+        recon = z @ mu
+        b, n, c = recon.shape
+        return self.mapping_x(recon.reshape(b * n, c)).reshape(b, n, -1)   # BatchNorm1d wants [N, C]
+
+
+class PGSegModel(GroupViTModel):
+    """`GroupViTModel` plus one PrototypeRegularizer per grouping stage when `config.npr_prototypes` lists
+    their sizes (PGSeg: [64, 8]); without it, exactly GroupViT. Saved and loaded with save_pretrained /
+    from_pretrained like any transformers model (the NPR tensors are `npr.{stage}.*`)."""
+
+    def __init__(self, config: GroupViTConfig):
+        super().__init__(config)
+        sizes = list(getattr(config, "npr_prototypes", None) or [])
+        dim = config.vision_config.hidden_size
+        inner = int(getattr(config, "npr_inner_dim", NPR_INNER_DIM))
+        self.npr = nn.ModuleList([PrototypeRegularizer(dim, k, inner) for k in sizes]) if sizes else None
+        if self.npr is not None:
+            grouping = [s for s in self.vision_model.encoder.stages if s.downsample is not None]
+            if len(grouping) != len(self.npr):
+                raise ValueError(f"npr_prototypes={sizes} but the vision model has {len(grouping)} grouping stages")
+
+    @property
+    def has_npr(self) -> bool:
+        return self.npr is not None
+
+
+@dataclass
+class VisionOutput:
+    tokens: torch.Tensor                     # [B, G, D] final group tokens after the last LayerNorm
+    assignments: list                        # per grouping stage: soft assignment [B, G_s, N_in] (softmax over groups)
+    centres: list = field(default_factory=list)      # per grouping stage: projected group tokens (NPR loss)
+    prototypes: list = field(default_factory=list)   # per NPR stage: EM prototypes [B, K, D] (NPR loss)
+
+
+def _token_assign(assign_module, image_tokens: torch.Tensor, group_tokens: torch.Tensor):
+    """GroupViTTokenAssign.forward, also returning the projected group tokens (the NPR loss's group centres)."""
+    group_tokens = assign_module.norm_tokens(group_tokens)
+    image_tokens = assign_module.norm_x(image_tokens)
+    projected = assign_module.project_group_token(group_tokens)
+    projected = assign_module.pre_assign_attn(projected, image_tokens)
+    new_tokens, soft = assign_module.assign(projected, image_tokens)
+    new_tokens = new_tokens + projected
+    new_tokens = new_tokens + assign_module.mlp_channels(assign_module.norm_new_x(new_tokens))
+    return new_tokens, soft, projected
+
+
+def vision_forward(model: PGSegModel, pixel_values: torch.Tensor, use_npr: bool = True) -> VisionOutput:
+    """The GroupViT image encoder with PGSeg's NPR residual before each grouping block (when the model has NPR
+    and `use_npr`). Any input size whose sides are multiples of the patch size (position embeddings
+    interpolated bicubically, as the authors do at test time)."""
+    vision = model.vision_model
+    x = vision.embeddings(pixel_values, interpolate_pos_encoding=True)
+    npr = list(model.npr) if (use_npr and model.npr is not None) else None
+    out = VisionOutput(tokens=x, assignments=[])
+    group_tokens = None
+    grouping_index = 0
+    for stage in vision.encoder.stages:
+        stage_input = x
+        if stage.with_group_token:
+            tokens = stage.group_token.expand(x.shape[0], -1, -1)
+            if stage.group_projector is not None:
+                tokens = tokens + stage.group_projector(group_tokens)
+        else:
+            tokens = None
+        cat = stage.concat_x(x, tokens)
+        for layer in stage.layers:
+            cat = layer(cat, attention_mask=None)
+        x, group_tokens = stage.split_x(cat)
+        if stage.downsample is not None:
+            if npr is not None:
+                regularizer = npr[grouping_index]
+                found = regularizer.prototypes(stage_input)
+                x = x + regularizer(stage_input, found)
+                out.prototypes.append(found[1])
+            x, soft, centres = _token_assign(stage.downsample, x, group_tokens)
+            out.assignments.append(soft)
+            out.centres.append(centres)
+            grouping_index += 1
+    out.tokens = vision.layernorm(x)
+    return out
+
+
+def project(model: GroupViTModel, projection: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A projection MLP (Linear / BatchNorm1d / ReLU / Linear) over the last dim of [..., D]."""
+    shape = x.shape
+    return projection(x.reshape(-1, shape[-1])).reshape(*shape[:-1], -1)
+
+
+def image_embeddings(model: PGSegModel, vision: VisionOutput) -> tuple[torch.Tensor, torch.Tensor]:
+    """(group embeddings [B, G, P], pooled image embedding [B, P]), both L2-normalised: the projector on each
+    final group token, and on their mean (the authors' avgpool over the last stage's tokens)."""
+    groups = project(model, model.visual_projection, vision.tokens)
+    pooled = project(model, model.visual_projection, vision.tokens.mean(dim=1))
+    return F.normalize(groups, dim=-1), F.normalize(pooled, dim=-1)
+
+
+def text_embeddings(model: GroupViTModel, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor],
+                    templates: int = 1) -> torch.Tensor:
+    """Class embeddings [C, P] from [C * templates, T] token ids: EOT feature -> projector -> mean over
+    templates -> L2-normalise (the authors average before normalising)."""
+    pooled = model.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+    emb = project(model, model.text_projection, pooled)
+    emb = emb.reshape(-1, templates, emb.shape[-1]).mean(dim=1)
+    return F.normalize(emb, dim=-1)
+
+
+def logit_scale(model: GroupViTModel) -> torch.Tensor:
+    """exp(logit_scale) clamped at 100, as the authors' inference; transformers' GroupViT does not clamp."""
+    return model.logit_scale.exp().clamp(max=100)
