@@ -29,3 +29,14 @@ def tiny_blip_dir(tmp_path_factory, tiny_blip_words) -> Path:
 
     model, processor = build_blip(tiny_blip_words, architecture="tiny", seed=0)
     return Path(save_model(model, processor, tmp_path_factory.mktemp("tiny_blip")))
+
+
+@pytest.fixture(scope="session")
+def tiny_pgseg_dir(tmp_path_factory, tiny_blip_words) -> Path:
+    """One tiny random-weight PGSeg (GroupViT + NPR; ovss_ros.pgseg.tiny_model's `tiny` shapes: 96 px, patch 8,
+    24 -> 8 groups), saved like a converted checkpoint; its BPE spells tiny_blip_words() and the prompts."""
+    from ovss_ros.pgseg.tiny_model import build_pgseg, save_pgseg
+
+    directory = tmp_path_factory.mktemp("tiny_pgseg")
+    model, tok = build_pgseg(["a photo of picture", *tiny_blip_words], directory, seed=0)
+    return save_pgseg(model, tok, directory)
