@@ -31,14 +31,18 @@ class ModelCheck:
     @classmethod
     def from_pretrained(cls, model: Union[str, Path], local_files_only: Optional[bool] = None,
                         revision: Optional[str] = None) -> "ModelCheck":
-        """Config and tokenizer of a Hub id or local checkpoint: seconds, where the weights take minutes."""
-        from transformers import AutoTokenizer, BlipConfig
+        """Config and tokenizer of a Hub id or local checkpoint: seconds, where the weights take minutes.
+        A checkpoint that is not BLIP (e.g. GroupViT) is one ModelLoadError naming both kinds."""
+        from transformers import AutoConfig, AutoTokenizer
 
         from .model_loading import hub_errors
+        from .pgseg.loading import check_method
 
         name = str(model)
         with hub_errors(name, local_files_only) as offline:
-            config = BlipConfig.from_pretrained(name, local_files_only=offline, revision=revision)
+            # AutoConfig, not BlipConfig: BlipConfig reads any config.json and would take a GroupViT silently
+            config = AutoConfig.from_pretrained(name, local_files_only=offline, revision=revision)
+            check_method(config.model_type, "pnp_ovss", name)
             tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=offline, revision=revision)
         return cls(config, tokenizer, name)
 
