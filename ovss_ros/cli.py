@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import PRESETS, parse_overrides
+from .pgseg.config import PGSEG_PRESETS
 from .model_loading import DEFAULT_MODEL
 
 
@@ -20,8 +21,11 @@ def build_parser() -> argparse.ArgumentParser:
     voc.add_argument("--classes", help='comma-separated class names, e.g. "person,chair,floor"')
     voc.add_argument("--vocabulary-file", type=Path, help="one class name per line")
     p.add_argument("--model", default=DEFAULT_MODEL, help="Hugging Face id or local directory (default: %(default)s)")
-    p.add_argument("--preset", default="paper", help=f"engine preset: {', '.join(sorted(PRESETS))} "
-                   "(default: %(default)s)")
+    p.add_argument("--method", default=None, choices=["pnp_ovss", "pgseg"],
+                   help="segmentation method (default: what the checkpoint is: BLIP -> pnp_ovss, GroupViT -> pgseg)")
+    p.add_argument("--preset", default=None, help=f"engine preset: {', '.join(sorted(PRESETS))} for pnp_ovss, "
+                   f"{', '.join(sorted(PGSEG_PRESETS))} for pgseg (default: the method's published protocol, "
+                   "paper / pgseg)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -70,13 +74,14 @@ def main(argv=None) -> int:
         else:
             classes = [ln for ln in args.vocabulary_file.read_text().splitlines() if ln.strip()]
         overrides = parse_overrides(args.overrides)
-        seg = Segmenter.from_pretrained(args.model, preset=args.preset, device=args.device, dtype=args.dtype,
-                                        **overrides)
+        seg = Segmenter.from_pretrained(args.model, method=args.method, preset=args.preset, device=args.device,
+                                        dtype=args.dtype, **overrides)
         seg.set_vocabulary(classes)
     except (ModelLoadError, VocabularyError, ValueError, TypeError, OSError) as exc:
         print(f"ovss-segment: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    meta = {"model": args.model, "preset": args.preset, "device": str(seg.device), "config": seg.config.to_dict()}
+    meta = {"model": args.model, "method": seg.method, "preset": args.preset, "device": str(seg.device),
+            "config": seg.config.to_dict()}
     failures = 0
     for path in args.images:
         try:

@@ -1,6 +1,8 @@
 """ovss-eval: score the engine on the toy world or a standard benchmark.
 
     ovss-eval --dataset toy --n 200                                  # embedded toy model, "tiny" preset
+    ovss-eval --dataset toy --method pgseg                           # the embedded toy PGSeg model
+    ovss-eval --dataset voc --root VOCdevkit/VOC2012 --model out/pgseg_converted --method pgseg
     ovss-eval --dataset voc --root VOCdevkit/VOC2012 --model Salesforce/blip-itm-large-flickr --preset paper
     ovss-eval --dataset ade20k --root ADEChallengeData2016 --presence gt --set dropout_rounds=2 --out out/ade
     ovss-eval --dataset folder --root my_data --model M    # my_data/images/*.jpg, labels/*.png, classes.txt
@@ -33,9 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--world", default="pattern", choices=["pattern", "shape"], help="toy world kind")
     ap.add_argument("--n", type=int, default=200, help="toy world: number of held-out scenes")
     ap.add_argument("--limit", type=int, default=None, help="score only the first N images")
-    ap.add_argument("--model", default=None, help="BLIP ITM checkpoint (default: the embedded toy model for "
+    ap.add_argument("--method", default=None, choices=["pnp_ovss", "pgseg"],
+                    help="segmentation method (default: what --model is; pnp_ovss when no model is given)")
+    ap.add_argument("--model", default=None, help="checkpoint (default: the method's embedded toy model for "
                     "--dataset toy, Salesforce/blip-itm-large-flickr otherwise)")
-    ap.add_argument("--preset", default=None, help="engine preset (default: tiny for toy, paper otherwise)")
+    ap.add_argument("--preset", default=None, help="engine preset (default: tiny for toy, the method's published "
+                    "protocol otherwise: paper / pgseg, with PGSeg's per-dataset background threshold)")
     ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="engine parameter override (repeatable)")
     ap.add_argument("--presence", default="itm", choices=["itm", "gt"],
                     help="itm: end to end; gt: ground-truth classes forced (localization alone)")
@@ -55,7 +60,8 @@ def main(argv=None) -> int:
 
     from ..model_loading import ModelLoadError
     from ..segmenter import Segmenter
-    from ..toy_world import MODEL_DIR
+    from ..pgseg.config import BACKGROUND_THRESHOLDS
+    from ..toy_world import MODEL_DIRS
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -65,18 +71,28 @@ def main(argv=None) -> int:
         kwargs = {"images": a.images, "labels": a.labels, "classes": a.classes_file}
     else:
         kwargs = {"split": a.split} if a.split else {}
-    model = a.model or (str(MODEL_DIR) if a.dataset == "toy" else "Salesforce/blip-itm-large-flickr")
-    preset = a.preset or ("tiny" if a.dataset == "toy" else "paper")
+    if a.model is None and a.dataset != "toy" and a.method == "pgseg":
+        print("ovss-eval: error: --method pgseg needs --model (a GroupViT checkpoint, or a PGSeg one converted "
+              "with ovss-convert-pgseg)", file=sys.stderr)
+        return 2
+    model = a.model or (str(MODEL_DIRS[a.method or "pnp_ovss"]) if a.dataset == "toy"
+                        else "Salesforce/blip-itm-large-flickr")
+    preset = a.preset or ("tiny" if a.dataset == "toy" else None)
     try:   # bad data, parameters, model or vocabulary: one line, exit 2
         dataset = open_dataset(a.dataset, a.root, **kwargs).limit(a.limit)
-        seg = Segmenter.from_pretrained(model, preset=preset, device=a.device, **parse_overrides(a.set))
+        overrides = parse_overrides(a.set)
+        seg = Segmenter.from_pretrained(model, method=a.method, preset=preset, device=a.device, **overrides)
+        if (seg.method == "pgseg" and a.preset is None and a.dataset in BACKGROUND_THRESHOLDS
+                and "background_threshold" not in overrides):       # the authors' threshold for this dataset
+            seg.update_config(background_threshold=BACKGROUND_THRESHOLDS[a.dataset])
         seg.set_vocabulary(dataset.class_names)
     except (OSError, ValueError, TypeError, ModelLoadError) as exc:
         print(f"ovss-eval: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     protocols = PROTOCOLS if a.protocol == "both" else (a.protocol,)
     res = evaluate(seg, dataset, presence=a.presence, progress=not a.no_progress, protocols=protocols)
-    res["setup"] = {"dataset": a.dataset, "root": a.root, "model": model, "preset": preset,
+    res["setup"] = {"dataset": a.dataset, "root": a.root, "model": model, "method": seg.method,
+                    "preset": preset or ("pgseg" if seg.method == "pgseg" else "paper"),
                     "presence": a.presence, "config": seg.config.to_dict(),
                     **({"world": a.world, "heldout_scenes": a.n} if a.dataset == "toy" else {})}
     if a.baselines:
