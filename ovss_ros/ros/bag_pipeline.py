@@ -25,6 +25,7 @@ from . import outputs
 from .bag_io import Reader, copy_connection, image_connections, message_class, open_writer, output_namespace
 from .batching import segment_each
 from .image_codec import BadFrame, compressed_to_rgb, image_to_rgb
+from .knobs import config_threshold
 
 OUTPUTS = {"labels": "sensor_msgs/msg/Image", "confidence": "sensor_msgs/msg/Image",
            "overlay": "sensor_msgs/msg/Image", "masks": "ovss_ros/msg/SegmentationMasks",
@@ -63,7 +64,7 @@ def bag_messages(seg, res, rgb, header, opts: BagOutputOptions) -> FrameResult:
     msgs = {"labels": outputs.labels_image(res.labels, header),
             "confidence": outputs.confidence_image(res.confidence, header),
             "masks": outputs.masks_message(res, header, 1),
-            "class_map": outputs.class_map_message(res.class_names, 1, header, seg.config.presence_threshold,
+            "class_map": outputs.class_map_message(res.class_names, 1, header, config_threshold(seg.config),
                                                    opts.model)}
     if opts.with_overlay:
         msgs["overlay"] = outputs.overlay_image(rgb, res.labels, res.class_names, header, opts.overlay_alpha)

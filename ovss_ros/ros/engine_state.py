@@ -5,23 +5,29 @@ Checking and applying are separate. `check_*` run on the caller's thread, change
 reason; `apply_*` run on the worker thread only (between frames), so a vocabulary or settings change never
 waits for a frame in flight and text preparation never runs on an executor thread. The model's text side
 (tokenizer, sizes) is known from configure on, so a vocabulary is checked the same way while inactive as
-while active."""
+while active.
+
+Either method: the checker and config are PnP-OVSS's (ModelCheck, SegmenterConfig) or PGSeg's (PGSegCheck,
+PGSegConfig); which fields shape the text comes from the config's knob table."""
 from __future__ import annotations
 
 import gc
 import threading
 from typing import Sequence
 
-from ovss_ros.config import SegmenterConfig
 from ovss_ros.prompts import VocabularyError
 
-_PROMPT_FIELDS = ("prompt_template", "prompt_mode", "gradcam_rows", "max_classes", "max_class_name_length")
+from .knobs import knobs_of
+
+
+def _prompts_differ(a, b) -> bool:
+    return any(getattr(a, k) != getattr(b, k) for k in knobs_of(a).prompt_fields)
 
 
 class EngineState:
-    def __init__(self, checker, config: SegmenterConfig) -> None:
+    def __init__(self, checker, config) -> None:
         self.lock = threading.RLock()     # held by the worker for a whole frame, and while swapping models
-        self.checker = checker            # ovss_ros.model_check.ModelCheck of the configured model
+        self.checker = checker            # ModelCheck / PGSegCheck of the configured model
         self.config = checker.check_config(config)
         self.segmenter = None
         self.names: tuple = ()
@@ -34,10 +40,10 @@ class EngineState:
             raise VocabularyError("vocabulary must be a list of class names")
         return self.checker.check_vocabulary(list(names), self.config)
 
-    def check_config(self, changes: dict) -> SegmenterConfig:
+    def check_config(self, changes: dict):
         """The engine settings after `changes`, or ValueError/VocabularyError with the reason."""
         new = self.checker.check_config(self.config.replace(**changes))
-        if self.names and any(getattr(new, k) != getattr(self.config, k) for k in _PROMPT_FIELDS):
+        if self.names and _prompts_differ(new, self.config):
             self.checker.check_vocabulary(list(self.names), new)   # the vocabulary in use must still fit
         return new
 
@@ -54,7 +60,7 @@ class EngineState:
             self.names, self.version = names, self.version + 1
             return True
 
-    def accept_config(self, config: SegmenterConfig) -> None:
+    def accept_config(self, config) -> None:
         """Settings that passed check_config: later vocabularies are checked against them at once; the
         loaded model takes them in apply_config, on the worker thread."""
         self.config = config
@@ -64,7 +70,7 @@ class EngineState:
             seg, config = self.segmenter, self.config
             if seg is None or seg.config == config:
                 return
-            prompts_changed = any(getattr(config, k) != getattr(seg.config, k) for k in _PROMPT_FIELDS)
+            prompts_changed = _prompts_differ(config, seg.config)
             seg.update_config(**config.to_dict())
             if prompts_changed and seg.vocabulary:
                 self.preparations += 1

@@ -37,16 +37,13 @@ from .camera_inputs import CameraInputs, topic
 from .frame_pipeline import CameraOutputs, FramePipeline, PublishGate
 from .overlay_thread import OverlayPublisher
 from .node_params import ParameterHandling, StartupError, add_post_set_callback, declare_all
-from .params import ENGINE_PREFIX, RUNTIME, engine_fields, ros_to_engine
+from .knobs import KNOBS, load_help
 from .stats import CameraStats, StageLatency
 from .vocabulary_path import VocabularyPath
 from .worker import Frame, LatestFrames, Worker
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 DUPLICATE_WINDOW = 5.0      # s after start in which a twin with the same name makes this node leave
-LOAD_HELP = ("What to do: set the `model` parameter to a BLIP ITM checkpoint that is in the local Hugging Face "
-             "cache or to a local directory (--ros-args -p model:=/path/to/checkpoint), and `device` to one that "
-             "exists (auto, cpu, cuda:0)")
 
 
 class OvssNode(ParameterHandling, LifecycleNode):
@@ -99,19 +96,6 @@ class OvssNode(ParameterHandling, LifecycleNode):
             self._warned.add(key)
         self.get_logger().warning(text)
 
-    def _read_settings(self) -> dict:
-        """Snapshot of the runtime values the worker reads per frame (one dict swap, no locking needed)."""
-        s = {n: self.p(n) for n, spec in self._specs.items() if spec.when == RUNTIME
-             and not n.startswith(ENGINE_PREFIX)}
-        s["max_image_pixels"] = self.p(ENGINE_PREFIX + "max_image_pixels")
-        s["presence_threshold"] = self.p(ENGINE_PREFIX + "presence_threshold")
-        s["model"] = self.p("model")
-        return s
-
-    def _engine_overrides(self, changes: Optional[dict] = None) -> dict:
-        out = {n: ros_to_engine(n, self.p(ENGINE_PREFIX + n)) for n in engine_fields()}
-        return {**out, **(changes or {})}
-
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
@@ -133,17 +117,16 @@ class OvssNode(ParameterHandling, LifecycleNode):
         return result
 
     def _configure(self) -> TransitionCallbackReturn:
-        from ovss_ros.config import make_config
-        from ovss_ros.model_check import ModelCheck
         from ovss_ros.model_loading import ModelLoadError
 
         from .engine_state import EngineState
 
-        try:
-            checker = ModelCheck.from_pretrained(self.p("model"), local_files_only=self.p("local_files_only") or None)
-            self.engine = EngineState(checker, make_config(self.p("preset"), **self._engine_overrides()))
+        method = self.p("method")
+        try:   # the method's checker: a checkpoint of the other kind is one error naming both
+            checker = KNOBS[method].checker(self.p("model"), self.p("local_files_only") or None)
+            self.engine = EngineState(checker, self.unconfigured_config())
         except (ModelLoadError, OSError) as exc:
-            return self._fail(f"{str(exc).rstrip('. ')}. {LOAD_HELP}")
+            return self._fail(f"{str(exc).rstrip('. ')}. {load_help(method)}")
         except ValueError as exc:
             return self._fail(f"engine parameters do not fit model {self.p('model')!r}: {exc}")
         self.error = None
@@ -204,16 +187,19 @@ class OvssNode(ParameterHandling, LifecycleNode):
         from ovss_ros.model_loading import ModelLoadError
         from ovss_ros.segmenter import Segmenter
 
+        method = self.p("method")
         if self.engine.segmenter is None:
             try:
-                seg = Segmenter.from_pretrained(self.p("model"), preset=self.p("preset"), device=self.p("device"),
+                seg = Segmenter.from_pretrained(self.p("model"), method=method,
+                                                preset=KNOBS[method].preset(self.p("preset")), device=self.p("device"),
                                                 dtype=self.p("dtype"),
                                                 local_files_only=self.p("local_files_only") or None,
                                                 **self.engine.config.to_dict())
             except (ModelLoadError, ValueError, OSError, RuntimeError) as exc:
-                return self._fail(f"{str(exc).rstrip('. ')}. {LOAD_HELP}")
+                return self._fail(f"{str(exc).rstrip('. ')}. {load_help(method)}")
             self.engine.attach(seg)
-            self.get_logger().info(f"model {self.p('model')!r} loaded on {seg.device} (preset {self.p('preset')})")
+            self.get_logger().info(f"model {self.p('model')!r} loaded on {seg.device} (method {method}, preset "
+                                   f"{self.p('preset')})")
         self.error = None
         self._inputs.open(list(self.p("cameras")), self.p("input_transport"), self.p("qos.input_reliability"))
         self._activated_at = time.monotonic()
@@ -323,7 +309,7 @@ class OvssNode(ParameterHandling, LifecycleNode):
         engine, frames, state = self.engine, self.frames, self.lifecycle_state()
         seg = engine.segmenter if engine is not None else None
         info = {"device": str(seg.device) if seg is not None else "released", "model": self.settings["model"],
-                "preset": self.p("preset"), "vocabulary_version": engine.version if engine else 0,
+                "method": self.p("method"), "preset": self.p("preset"), "vocabulary_version": engine.version if engine else 0,
                 "vocabulary": ", ".join(engine.names) if engine else "",
                 "text_preparations": engine.preparations if engine else 0,
                 "duplicate_frames": self._inputs.duplicates, "torch_threads": self._torch_threads,

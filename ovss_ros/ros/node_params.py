@@ -12,9 +12,8 @@ from typing import Callable, Optional
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import InvalidParameterValueException
 
-from ovss_ros.config import PRESETS
-
-from .params import ACTIVATE, CONFIGURE, ENGINE_PREFIX, START, ParamSpec, all_specs, check_node_value, ros_to_engine
+from .knobs import KNOBS, PRESET_NAMES, class_map_threshold, knob_of
+from .params import ACTIVATE, CONFIGURE, RUNTIME, START, ParamSpec, all_specs, check_node_value
 from .vocabulary import VocabularyTextError, vocabulary_names
 from .worker import Change
 
@@ -47,8 +46,8 @@ def declare_all(node) -> dict:
     --ros-args or a params file) is a StartupError with one line, not a traceback."""
     preset = node.declare_parameter("preset", "realtime", descriptor(
         next(s for s in all_specs("paper") if s.name == "preset"))).value
-    if preset not in PRESETS:
-        raise StartupError(f"preset={preset!r}: expected one of {sorted(PRESETS)}")
+    if preset not in PRESET_NAMES:
+        raise StartupError(f"preset={preset!r}: expected one of {list(PRESET_NAMES)}")
     specs = {}
     for spec in all_specs(preset):
         specs[spec.name] = spec
@@ -94,19 +93,37 @@ def add_post_set_callback(node, callback: Callable[[list], None]) -> None:
 
 class ParameterHandling:
     """The node's parameter callbacks, mixed into OvssNode: `_check_parameters` (on-set: checks only, no side
-    effects) and `_after_set_parameters` (post-set: applies)."""
+    effects) and `_after_set_parameters` (post-set: applies). Knobs of the method not in use (`pgseg.*` while
+    `method` is pnp_ovss, `engine.*` while pgseg) are checked against that method's settings and kept for the
+    next configure with it."""
 
-    def unconfigured_config(self, changes: Optional[dict] = None):
-        from ovss_ros.config import make_config
+    def knob_overrides(self, method: str, changes: Optional[dict] = None) -> dict:
+        """The method's engine settings as its parameters give them (engine values), plus `changes`."""
+        table = KNOBS[method]
+        out = {n: table.from_ros(n, self.p(table.prefix + n)) for n in table.fields()}
+        return {**out, **(changes or {})}
 
-        return make_config(self.p("preset"), **self._engine_overrides(changes))
+    def unconfigured_config(self, changes: Optional[dict] = None, method: Optional[str] = None):
+        """The method's settings from its parameters and the preset, checked without a model."""
+        method = method or self.p("method")
+        return KNOBS[method].config(self.p("preset"), **self.knob_overrides(method, changes))
+
+    def _read_settings(self) -> dict:
+        """Snapshot of the runtime values the worker reads per frame (one dict swap, no locking needed)."""
+        s = {n: self.p(n) for n, spec in self._specs.items() if spec.when == RUNTIME and knob_of(n) is None}
+        table = KNOBS[self.p("method")]
+        s["max_image_pixels"] = self.p(table.prefix + "max_image_pixels")
+        s["presence_threshold"] = class_map_threshold(table.method, lambda n: self.p(table.prefix + n))
+        s["model"] = self.p("model")
+        return s
 
     # -- parameters: check (no side effects), then apply ----------------------------------------------
     def _check_parameters(self, params) -> SetParametersResult:
         if self._vocabulary.mirroring:
             return SetParametersResult(successful=True)
         state = self.lifecycle_state()
-        engine_changes, vocabulary = {}, None
+        knob_changes, vocabulary = {}, None
+        method = next((p.value for p in params if p.name == "method"), self.p("method"))
         for prm in params:
             spec = self._specs.get(prm.name)
             if spec is None:
@@ -119,9 +136,10 @@ class ParameterHandling:
             if spec.when == ACTIVATE and state == "active":
                 return SetParametersResult(successful=False, reason=f"{prm.name} is used at activate: "
                                            "deactivate the node first, or restart it")
-            if prm.name.startswith(ENGINE_PREFIX):
-                name = prm.name[len(ENGINE_PREFIX):]
-                engine_changes[name] = ros_to_engine(name, prm.value)
+            knob = knob_of(prm.name)
+            if knob is not None:
+                table, name = knob
+                knob_changes.setdefault(table.method, {})[name] = table.from_ros(name, prm.value)
             elif prm.name == "vocabulary":
                 try:
                     vocabulary = vocabulary_names(prm.value)
@@ -132,12 +150,15 @@ class ParameterHandling:
                 if reason:
                     return SetParametersResult(successful=False, reason=reason)
         config = None
-        if engine_changes:
+        for which, changes in knob_changes.items():
+            in_use = self.engine is not None and which == method   # else: that method's settings, no model
             try:
-                config = (self.engine.check_config(engine_changes) if self.engine is not None
-                          else self.unconfigured_config(engine_changes))
+                checked = (self.engine.check_config(changes) if in_use
+                           else self.unconfigured_config(changes, which))
             except ValueError as exc:
-                return SetParametersResult(successful=False, reason=f"engine parameter refused: {exc}")
+                label = "engine" if which == "pnp_ovss" else "pgseg"
+                return SetParametersResult(successful=False, reason=f"{label} parameter refused: {exc}")
+            config = checked if which == method else config
         if vocabulary is not None:
             try:
                 self._vocabulary.check(vocabulary, "parameter", config)
@@ -154,9 +175,10 @@ class ParameterHandling:
         self.settings = self._read_settings()
         if self.frames is None:
             return   # unconfigured: the values are read at configure
-        if any(n.startswith(ENGINE_PREFIX) for n in names):
+        prefix = KNOBS[self.p("method")].prefix   # the other method's knobs wait for a configure with it
+        if any(n.startswith(prefix) for n in names):
             try:
-                self.engine.accept_config(self.engine.check_config(self._engine_overrides()))
+                self.engine.accept_config(self.engine.check_config(self.knob_overrides(self.p("method"))))
             except ValueError as exc:   # only if two accepted sets conflict; keep the settings in use
                 self.warn_once(("engine", str(exc)), f"engine parameters not applied: {exc}")
             else:

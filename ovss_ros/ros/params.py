@@ -1,18 +1,17 @@
 """Every node parameter in one table: name, default, meaning, when a change takes effect, allowed values.
 
 The node declares from this table (descriptors carry the ranges, choices and read_only), docs/ros_node.md is
-checked against it, and engine knobs (`engine.*`) are the fields of ovss_ros.config.SegmenterConfig with the
-chosen preset's values as defaults and the engine's own limits as ranges. ROS parameters have no "None": the
-few optional engine fields use a documented sentinel (0 or -1) instead."""
+checked against it, and engine knobs are the fields of each method's config (`engine.*`: PnP-OVSS's
+SegmenterConfig, `pgseg.*`: PGSegConfig; knobs.py) with the chosen preset's values as defaults and the
+engine's own limits as ranges. ROS parameters have no "None": the few optional engine fields use a documented
+sentinel (0 or -1) instead."""
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from ovss_ros.config import (ENGINE_CHOICES, ENGINE_LIMITS, POSTPROCESS_MAX_SIDE_CAP, PRESETS, SegmenterConfig,
-                             make_config)
+from .knobs import ENGINE, KNOBS, METHODS, PRESET_NAMES, KnobTable
 
 # When a changed value is used: "start" (read once; read_only), "configure" (next configure transition;
 # refused while configured), "activate" (next activation; refused while active), "runtime" (immediately).
@@ -31,8 +30,11 @@ class ParamSpec:
 
 NODE_PARAMS = [
     ParamSpec("model", "Salesforce/blip-itm-large-flickr", CONFIGURE,
-              "BLIP ITM checkpoint: Hugging Face Hub id (must be in the local cache when offline) or a local "
-              "directory saved with save_pretrained"),
+              "BLIP ITM checkpoint (method pnp_ovss) or GroupViT/PGSeg checkpoint (method pgseg): Hugging Face Hub "
+              "id (must be in the local cache when offline) or a local directory saved with save_pretrained"),
+    ParamSpec("method", "pnp_ovss", CONFIGURE,
+              "segmentation method: pnp_ovss (PnP-OVSS, engine.* knobs) or pgseg (PGSeg, pgseg.* knobs); a "
+              "checkpoint of the other kind fails configure, naming both", METHODS),
     ParamSpec("device", "auto", CONFIGURE, "auto (cuda:0 when available, else cpu), cpu, cuda, cuda:N"),
     ParamSpec("dtype", "float32", CONFIGURE, "model weights dtype", ("float32", "bfloat16", "float16")),
     ParamSpec("local_files_only", False, CONFIGURE,
@@ -41,7 +43,9 @@ NODE_PARAMS = [
               "CPU threads for torch in this process; 0 = torch's default (all cores). Lower it when other "
               "torch processes share the CPU: two processes each using every core thrash", limits=(0, 1024)),
     ParamSpec("preset", "realtime", START,
-              "engine preset giving the defaults of every engine.* parameter", tuple(PRESETS)),
+              "engine preset giving the defaults of every engine.* and pgseg.* parameter: realtime and tiny exist "
+              "for both methods; paper and pgseg both name the published protocol (PnP-OVSS's paper preset, "
+              "PGSeg's pgseg preset)", PRESET_NAMES),
     ParamSpec("autostart", True, START,
               "configure and activate by itself (like yolo_ros); false = wait for a lifecycle manager"),
     ParamSpec("cameras", [""], CONFIGURE,
@@ -83,94 +87,37 @@ NODE_PARAMS = [
               limits=(0.0, 600.0)),
 ]
 
-ENGINE_PREFIX = "engine."
-
-ENGINE_DESCRIPTIONS = {
-    "image_size": "model input side in pixels (square warp), a multiple of the patch size; 0 = the checkpoint's "
-                  "native size",
-    "prompt_template": "caption template with exactly one {} for the class names",
-    "prompt_mode": "single (one caption naming every class) or per_class",
-    "gradcam_layer": "text layer for GradCAM: 0-based index as a string, or \"all\"",
-    "gradcam_head": "cross-attention head: 0-based index as a string, or \"mean\"",
-    "gradcam_rows": "class_tokens or first_token (per_class prompts only)",
-    "dropout_rounds": "Salience Dropout passes including the first (1 = plain GradCAM)",
-    "drop_patches": "patches removed per pass",
-    "drop_fraction": "patches removed per pass as a fraction of the grid; -1 = use drop_patches",
-    "dropout_mode": "pixel (re-run the ViT) or attention (mask image tokens, faster)",
-    "double_count_first_pass": "add the first pass twice (as the reference does)",
-    "presence": "itm (class-presence probability per class) or all (segment every class)",
-    "presence_threshold": "classes with ITM probability below this are not segmented",
-    "presence_top_k": "keep at most k classes after the threshold; 0 = no limit",
-    "threshold": "per-class threshold on min-max normalised maps, 0..1",
-    "background": "background channel: always, if_few_classes or never",
-    "background_min_classes": "if_few_classes: background only below this many segmented classes",
-    "postprocess": "none, blur, crf or blur+crf",
-    "blur_sigma": "Gaussian blur sigma as a fraction of max(H, W)",
-    "postprocess_max_side": "run blur/CRF at this long side and upsample labels; 0 = full resolution up to "
-                            f"{POSTPROCESS_MAX_SIDE_CAP} px",
-    "crf_iterations": "DenseCRF iterations",
-    "crf_gaussian_sxy": "DenseCRF Gaussian kernel spatial sigma",
-    "crf_gaussian_compat": "DenseCRF Gaussian kernel weight",
-    "crf_bilateral_sxy": "DenseCRF bilateral kernel spatial sigma",
-    "crf_bilateral_srgb": "DenseCRF bilateral kernel colour sigma",
-    "crf_bilateral_compat": "DenseCRF bilateral kernel weight",
-    "vision_dtype": "ViT pass dtype: auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16",
-    "compile": "none or torch_compile (ViT and text layers; the first frame of each shape compiles)",
-    "max_classes": "maximum vocabulary size (more classes are refused)",
-    "max_class_name_length": "maximum characters per class name",
-    "max_image_pixels": "larger input frames are refused (logged and skipped)",
-}
-
-# Optional engine fields: ROS value meaning "None", and a value of 0/-1 is never a valid setting for them.
-_NONE_SENTINEL = {"image_size": 0, "drop_fraction": -1.0, "presence_top_k": 0, "postprocess_max_side": 0}
-_STRING_UNIONS = {"gradcam_layer", "gradcam_head"}   # int or keyword in the engine, string in ROS
+ENGINE_PREFIX = ENGINE.prefix
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
 def engine_fields() -> list[str]:
-    return [f.name for f in dataclasses.fields(SegmenterConfig)]
+    return ENGINE.fields()
 
 
 def engine_to_ros(name: str, value: Any) -> Any:
-    if name in _NONE_SENTINEL and value is None:
-        return _NONE_SENTINEL[name]
-    if name in _STRING_UNIONS:
-        return str(value)
-    if name == "drop_fraction":
-        return float(value)
-    return value
+    return ENGINE.to_ros(name, value)
 
 
 def ros_to_engine(name: str, value: Any) -> Any:
-    if name in _NONE_SENTINEL and value == _NONE_SENTINEL[name]:
-        return None
-    if name in _STRING_UNIONS:
-        text = str(value).strip()
-        return int(text) if text.lstrip("-").isdigit() else text
-    return value
+    return ENGINE.from_ros(name, value)
 
 
 def engine_defaults(preset: str) -> dict[str, Any]:
     """engine.* parameter defaults for a preset, as ROS values."""
-    cfg = make_config(preset)
-    return {name: engine_to_ros(name, getattr(cfg, name)) for name in engine_fields()}
+    return ENGINE.defaults(preset)
 
 
-def _engine_limits(name: str, default: Any) -> Optional[tuple]:
-    if name not in ENGINE_LIMITS or isinstance(default, bool):
-        return None
-    lo, hi = ENGINE_LIMITS[name]
-    if name in _NONE_SENTINEL:   # the sentinel must fit the descriptor's range too
-        lo = _NONE_SENTINEL[name] if lo is None else min(lo, _NONE_SENTINEL[name])
-    return lo, hi
+def knob_specs(table: KnobTable, preset: str) -> list[ParamSpec]:
+    """One runtime spec per field of a method's config, defaults from the node's `preset`."""
+    defaults = table.defaults(preset)
+    return [ParamSpec(table.prefix + n, defaults[n], RUNTIME, table.descriptions.get(n, n),
+                      tuple(table.choices.get(n, ())), table.range(n, defaults[n])) for n in table.fields()]
 
 
 def all_specs(preset: str) -> list[ParamSpec]:
-    """NODE_PARAMS plus one engine.* spec per engine field (defaults from `preset`)."""
-    defaults = engine_defaults(preset)
-    return NODE_PARAMS + [ParamSpec(ENGINE_PREFIX + n, defaults[n], RUNTIME, ENGINE_DESCRIPTIONS.get(n, n),
-                                    tuple(ENGINE_CHOICES.get(n, ())), _engine_limits(n, defaults[n]))
-                          for n in engine_fields()]
+    """NODE_PARAMS plus one engine.* spec per PnP-OVSS field and one pgseg.* spec per PGSeg field."""
+    return NODE_PARAMS + [s for table in KNOBS.values() for s in knob_specs(table, preset)]
 
 
 def check_node_value(spec: ParamSpec, value: Any) -> Optional[str]:

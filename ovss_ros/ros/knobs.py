@@ -1,0 +1,187 @@
+"""The engine knobs of each method as ROS parameters: `engine.*` (PnP-OVSS, SegmenterConfig) and `pgseg.*`
+(PGSeg, PGSegConfig), with the conversions between engine values and ROS values, and what the node needs to
+build either method's checker and config.
+
+ROS parameters have no "None": the optional fields use a documented sentinel (0 or -1), a value that is never a
+valid setting of that field. One `preset` parameter serves both methods: `tiny` and `realtime` exist in both;
+`paper` and `pgseg` each name a method's published protocol, so either one means "the published protocol" of
+whichever method runs (PnP-OVSS: paper; PGSeg: pgseg)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from ovss_ros.config import ENGINE_CHOICES, ENGINE_LIMITS, POSTPROCESS_MAX_SIDE_CAP, PRESETS, SegmenterConfig, make_config
+from ovss_ros.pgseg.config import (PGSEG_CHOICES, PGSEG_LIMITS, PGSEG_PRESET_ALIASES, PGSEG_PRESETS, PROMPT_FIELDS,
+                                   PGSegConfig, make_pgseg_config)
+
+METHODS = ("pnp_ovss", "pgseg")
+# Every name the `preset` parameter takes, for either method.
+PRESET_NAMES = tuple(sorted(set(PRESETS) | set(PGSEG_PRESETS) | set(PGSEG_PRESET_ALIASES)))
+_PUBLISHED = {"pnp_ovss": "paper", "pgseg": "pgseg"}
+
+ENGINE_DESCRIPTIONS = {
+    "image_size": "model input side in pixels (square warp), a multiple of the patch size; 0 = the checkpoint's "
+                  "native size",
+    "prompt_template": "caption template with exactly one {} for the class names",
+    "prompt_mode": "single (one caption naming every class) or per_class",
+    "gradcam_layer": "text layer for GradCAM: 0-based index as a string, or \"all\"",
+    "gradcam_head": "cross-attention head: 0-based index as a string, or \"mean\"",
+    "gradcam_rows": "class_tokens or first_token (per_class prompts only)",
+    "dropout_rounds": "Salience Dropout passes including the first (1 = plain GradCAM)",
+    "drop_patches": "patches removed per pass",
+    "drop_fraction": "patches removed per pass as a fraction of the grid; -1 = use drop_patches",
+    "dropout_mode": "pixel (re-run the ViT) or attention (mask image tokens, faster)",
+    "double_count_first_pass": "add the first pass twice (as the reference does)",
+    "presence": "itm (class-presence probability per class) or all (segment every class)",
+    "presence_threshold": "classes with ITM probability below this are not segmented",
+    "presence_top_k": "keep at most k classes after the threshold; 0 = no limit",
+    "threshold": "per-class threshold on min-max normalised maps, 0..1",
+    "background": "background channel: always, if_few_classes or never",
+    "background_min_classes": "if_few_classes: background only below this many segmented classes",
+    "postprocess": "none, blur, crf or blur+crf",
+    "blur_sigma": "Gaussian blur sigma as a fraction of max(H, W)",
+    "postprocess_max_side": "run blur/CRF at this long side and upsample labels; 0 = full resolution up to "
+                            f"{POSTPROCESS_MAX_SIDE_CAP} px",
+    "crf_iterations": "DenseCRF iterations",
+    "crf_gaussian_sxy": "DenseCRF Gaussian kernel spatial sigma",
+    "crf_gaussian_compat": "DenseCRF Gaussian kernel weight",
+    "crf_bilateral_sxy": "DenseCRF bilateral kernel spatial sigma",
+    "crf_bilateral_srgb": "DenseCRF bilateral kernel colour sigma",
+    "crf_bilateral_compat": "DenseCRF bilateral kernel weight",
+    "vision_dtype": "ViT pass dtype: auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16",
+    "compile": "none or torch_compile (ViT and text layers; the first frame of each shape compiles)",
+    "max_classes": "maximum vocabulary size (more classes are refused)",
+    "max_class_name_length": "maximum characters per class name",
+    "max_image_pixels": "larger input frames are refused (logged and skipped)",
+}
+
+PGSEG_DESCRIPTIONS = {
+    "image_size": "model input size in pixels, a multiple of the patch size: the short side (resize short_side) "
+                  "or the square's side (square); 0 = the checkpoint's native size",
+    "resize": "short_side (keep the aspect ratio, as the authors) or square (warp)",
+    "crop_size": "sliding-window side in pixels, a multiple of the patch size; 0 = the whole resized image in "
+                 "one pass",
+    "crop_stride": "sliding-window stride in pixels, at most crop_size",
+    "prompt_template": "caption template with exactly one {} for the class name",
+    "top_k": "image-level filter: only the k best-matching classes compete in a window; 0 = every class",
+    "background": "threshold (pixels whose best class scores below background_threshold are background) or never",
+    "background_threshold": "group-class score (0..1) below which a pixel is background",
+    "npr": "run the checkpoint's NPR modules (false: GroupViT's plain forward)",
+    "vision_dtype": "encoder pass dtype: auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16",
+    "max_classes": "maximum vocabulary size (more classes are refused)",
+    "max_class_name_length": "maximum characters per class name",
+    "max_image_pixels": "larger input frames are refused (logged and skipped)",
+}
+
+
+@dataclass(frozen=True)
+class KnobTable:
+    """One method's engine config as `<prefix>*` ROS parameters."""
+    method: str
+    prefix: str
+    config_type: type
+    make: Callable[..., Any]                          # make(preset, **overrides) -> config (validated)
+    presets: tuple
+    choices: dict
+    limits: dict
+    descriptions: dict
+    prompt_fields: tuple                              # a change to these means new text (embeddings)
+    none_sentinel: dict = field(default_factory=dict)   # optional field -> ROS value meaning None
+    string_unions: frozenset = frozenset()            # int or keyword in the engine, string in ROS
+
+    def fields(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self.config_type)]
+
+    def preset(self, name: str) -> str:
+        """This method's preset for the node's `preset` value (paper/pgseg: the published protocol)."""
+        return _PUBLISHED[self.method] if name in _PUBLISHED.values() else name
+
+    def to_ros(self, name: str, value: Any) -> Any:
+        if name in self.none_sentinel and value is None:
+            return self.none_sentinel[name]
+        if name in self.string_unions:
+            return str(value)
+        if isinstance(self.none_sentinel.get(name), float):
+            return float(value)
+        return value
+
+    def from_ros(self, name: str, value: Any) -> Any:
+        if name in self.none_sentinel and value == self.none_sentinel[name]:
+            return None
+        if name in self.string_unions:
+            text = str(value).strip()
+            return int(text) if text.lstrip("-").isdigit() else text
+        return value
+
+    def defaults(self, preset: str) -> dict[str, Any]:
+        """Parameter defaults (ROS values) for the node's `preset`."""
+        cfg = self.make(self.preset(preset))
+        return {n: self.to_ros(n, getattr(cfg, n)) for n in self.fields()}
+
+    def config(self, preset: str, **overrides: Any):
+        return self.make(self.preset(preset), **overrides)
+
+    def range(self, name: str, default: Any) -> Optional[tuple]:
+        """Descriptor range: the engine's limits, widened to take the None sentinel."""
+        if name not in self.limits or isinstance(default, bool):
+            return None
+        lo, hi = self.limits[name]
+        if name in self.none_sentinel:
+            lo = self.none_sentinel[name] if lo is None else min(lo, self.none_sentinel[name])
+        return lo, hi
+
+    def checker(self, model: str, local_files_only: Optional[bool]):
+        """What the model accepts (config and tokenizer, no weights); a checkpoint of the other method's kind
+        is one ModelLoadError naming both."""
+        if self.method == "pgseg":
+            from ovss_ros.pgseg.loading import PGSegCheck
+
+            return PGSegCheck.from_pretrained(model, local_files_only=local_files_only)
+        from ovss_ros.model_check import ModelCheck
+
+        return ModelCheck.from_pretrained(model, local_files_only=local_files_only)
+
+
+ENGINE = KnobTable("pnp_ovss", "engine.", SegmenterConfig, make_config, tuple(PRESETS), ENGINE_CHOICES,
+                   ENGINE_LIMITS, ENGINE_DESCRIPTIONS,
+                   ("prompt_template", "prompt_mode", "gradcam_rows", "max_classes", "max_class_name_length"),
+                   {"image_size": 0, "drop_fraction": -1.0, "presence_top_k": 0, "postprocess_max_side": 0},
+                   frozenset({"gradcam_layer", "gradcam_head"}))
+PGSEG = KnobTable("pgseg", "pgseg.", PGSegConfig, make_pgseg_config, tuple(PGSEG_PRESETS), PGSEG_CHOICES,
+                  PGSEG_LIMITS, PGSEG_DESCRIPTIONS, tuple(PROMPT_FIELDS), {"image_size": 0, "crop_size": 0, "top_k": 0})
+KNOBS = {"pnp_ovss": ENGINE, "pgseg": PGSEG}
+
+
+def knobs_of(config) -> KnobTable:
+    """The table of a config object (SegmenterConfig or PGSegConfig)."""
+    return PGSEG if isinstance(config, PGSegConfig) else ENGINE
+
+
+def knob_of(name: str) -> Optional[tuple[KnobTable, str]]:
+    """(table, field) of a parameter name such as `pgseg.top_k`, or None for a node parameter."""
+    for table in KNOBS.values():
+        if name.startswith(table.prefix):
+            return table, name[len(table.prefix):]
+    return None
+
+
+def class_map_threshold(method: str, value: Callable[[str], Any]) -> float:
+    """ClassMap.presence_threshold / LabelInfo.threshold: PnP-OVSS's class-presence threshold; PGSeg has none
+    (top-k decides), so its background threshold, the score a pixel needs to get a class (0 without one).
+    `value(field)` gives the method's knob."""
+    if method == "pgseg":
+        return float(value("background_threshold")) if value("background") == "threshold" else 0.0
+    return float(value("presence_threshold"))
+
+
+def config_threshold(config) -> float:
+    return class_map_threshold(knobs_of(config).method, lambda n: getattr(config, n))
+
+
+def load_help(method: str) -> str:
+    kind = {"pnp_ovss": "BLIP ITM", "pgseg": "GroupViT/PGSeg"}[method]
+    return (f"What to do: set the `model` parameter to a {kind} checkpoint (method {method}) that is in the local "
+            "Hugging Face cache or to a local directory (--ros-args -p model:=/path/to/checkpoint), or `method` to "
+            "the kind of checkpoint it is, and `device` to one that exists (auto, cpu, cuda:0)")
