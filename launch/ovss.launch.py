@@ -23,8 +23,9 @@ ARGS = [
     ("params_file", os.path.join(SHARE, "config", "ovss.yaml"), "node parameters (YAML)"),
     ("namespace", "", "namespace of the node and all its topics"),
     ("model", "", "Hub id or local checkpoint directory; empty = params file"),
+    ("method", "", "pnp_ovss (BLIP checkpoint) or pgseg (GroupViT/PGSeg checkpoint); empty = params file"),
     ("device", "", "auto, cpu, cuda, cuda:N; empty = params file"),
-    ("preset", "", "paper, realtime or tiny; empty = params file"),
+    ("preset", "", "paper, realtime, tiny or pgseg; empty = params file"),
     ("vocabulary", "", "initial class names, comma-separated; empty = params file / vocabulary topic"),
     ("use_sim_time", "false", "use /clock (bag replay with --clock)"),
     ("log_level", "info", "node log level"),
@@ -39,7 +40,7 @@ def _nodes(context):
     topics = split_list(arg["image_topics"])
     sim = arg["use_sim_time"].lower() in ("true", "1", "yes")
     overrides = node_parameter_overrides(arg["model"], arg["device"], arg["preset"], arg["vocabulary"], cameras,
-                                         arg["input_transport"], sim)
+                                         arg["input_transport"], sim, method=arg["method"])
     # a lifecycle node: it configures and activates itself (autostart), or a lifecycle manager drives it
     node = LifecycleNode(package="ovss_ros", executable="ovss_node", name="ovss_node", namespace=arg["namespace"],
                          parameters=[arg["params_file"], overrides],

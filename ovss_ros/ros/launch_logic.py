@@ -34,10 +34,10 @@ def node_remappings(cameras: list[str], image_topics: list[str], input_transport
 
 def node_parameter_overrides(model: str = "", device: str = "", preset: str = "", vocabulary: str = "",
                              cameras: Optional[list[str]] = None, input_transport: str = "",
-                             use_sim_time: bool = False) -> dict:
+                             use_sim_time: bool = False, method: str = "") -> dict:
     """Launch arguments that were given override the params file; empty ones leave it alone."""
     out: dict = {"use_sim_time": use_sim_time}
-    for key, value in (("model", model), ("device", device), ("preset", preset),
+    for key, value in (("model", model), ("method", method), ("device", device), ("preset", preset),
                        ("input_transport", input_transport)):
         if value:
             out[key] = value

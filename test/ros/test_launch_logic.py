@@ -28,6 +28,8 @@ def test_empty_launch_arguments_leave_the_params_file_alone():
     assert node_parameter_overrides() == {"use_sim_time": False}
     assert node_parameter_overrides(model="/m", preset="tiny", vocabulary="a, b c", cameras=["x"]) == {
         "use_sim_time": False, "model": "/m", "preset": "tiny", "vocabulary": ["a", "b c"], "cameras": ["x"]}
+    assert node_parameter_overrides(model="/pg", method="pgseg") == {
+        "use_sim_time": False, "model": "/pg", "method": "pgseg"}
 
 
 def test_rviz_config_follows_namespace_and_camera():
@@ -45,7 +47,7 @@ def test_launch_file_declares_the_documented_arguments():
     tree = ast.parse((REPO / "launch" / "ovss.launch.py").read_text())
     args = next(n for n in ast.walk(tree) if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "ARGS")
     names = {elt.elts[0].value for elt in args.value.elts}
-    assert {"image_topics", "params_file", "namespace", "model", "device", "preset", "rviz"} <= names
+    assert {"image_topics", "params_file", "namespace", "model", "method", "device", "preset", "rviz"} <= names
 
 
 def test_params_files_are_valid_ros_parameter_files():
@@ -98,6 +100,8 @@ def test_launch_file_builds_node_and_rviz_from_arguments(monkeypatch):
                "rviz": "true", "preset": "tiny"}
     node, rviz = entities[-1](context)
     kw = node.kwargs
+    pgseg_node, _ = entities[-1]({**context, "method": "pgseg"})   # forwarded like model and preset
+    assert pgseg_node.kwargs["parameters"][1]["method"] == "pgseg"
     assert type(node).__name__ == "LifecycleNode"   # lifecycle services exist for a manager
     assert (kw["package"], kw["executable"], kw["namespace"]) == ("ovss_ros", "ovss_node", "/robot")
     assert kw["parameters"][0] == str(REPO / "config" / "ovss.yaml")
