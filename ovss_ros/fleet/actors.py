@@ -9,6 +9,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
+from typing import Optional
 
 from ..ros.bag_pipeline import BagOutputOptions, bag_messages, segment_frames
 from .dataset import label_record
@@ -21,6 +22,7 @@ class JobSpec:
     """Everything a worker needs to build its Segmenter and render results; sent to every worker."""
     model: str
     vocabulary: tuple
+    method: Optional[str] = None      # pnp_ovss / pgseg; None = what the checkpoint is
     preset: str = "realtime"
     device: str = "auto"
     dtype: str = "float32"
@@ -46,8 +48,8 @@ class SegmentWorker:
             from ovss_ros.config import parse_overrides
             from ovss_ros.segmenter import Segmenter
 
-            seg = Segmenter.from_pretrained(spec.model, preset=spec.preset, device=spec.device, dtype=spec.dtype,
-                                            **parse_overrides(list(spec.overrides)))
+            seg = Segmenter.from_pretrained(spec.model, method=spec.method, preset=spec.preset, device=spec.device,
+                                            dtype=spec.dtype, **parse_overrides(list(spec.overrides)))
             seg.set_vocabulary(list(spec.vocabulary))
             self.seg = seg
         except Exception as exc:   # noqa: BLE001 - reported by info(), the driver stops with the reason

@@ -38,9 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("inputs", nargs="+", help="bag directories, .mcap/.db3 files, globs, or folders holding bags")
     ap.add_argument("--out", required=True, help="output folder: OUT/<bag name> per bag, and the report")
-    add_segmentation_args(ap)
-    ap.add_argument("--method", default="pnp_ovss", choices=["pnp_ovss"],
-                    help="segmentation method (PnP-OVSS is the only one so far)")
+    add_segmentation_args(ap)   # --method among them (default: what the checkpoint is)
     ap.add_argument("--kind", default="bag", choices=KINDS,
                     help="bag: what ovss-bag-segment writes (original topics + segmentation/*); dataset: label "
                          "PNGs + manifest.jsonl")
@@ -67,7 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def job_record(args, vocabulary: list[str]) -> dict:
     """What makes outputs comparable: a rerun into the same OUT must use the same."""
-    return {"kind": args.kind, "method": args.method, "model": args.model, "preset": args.preset,
+    return {"kind": args.kind, "method": args.method or "auto", "model": args.model, "preset": args.preset,
             "dtype": args.dtype, "overrides": list(args.overrides), "vocabulary": vocabulary,
             "topics": sorted(args.topics or []), "storage": args.storage, "bag_version": args.bag_version,
             "overlay": not args.no_overlay, "overlay_alpha": args.overlay_alpha}
@@ -128,8 +126,8 @@ def run(args) -> int:
 
     from . import runtime
 
-    spec = JobSpec(model=args.model, vocabulary=tuple(vocabulary), preset=args.preset, device=args.device,
-                   dtype=args.dtype, overrides=tuple(args.overrides), kind=args.kind,
+    spec = JobSpec(model=args.model, vocabulary=tuple(vocabulary), method=args.method, preset=args.preset,
+                   device=args.device, dtype=args.dtype, overrides=tuple(args.overrides), kind=args.kind,
                    with_overlay=not args.no_overlay, overlay_alpha=args.overlay_alpha,
                    torch_threads=max(1, int(args.cpus_per_worker)), debug_extra_latency=args.debug_extra_latency)
     pool = None

@@ -22,11 +22,15 @@ def add_segmentation_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--vocabulary", required=True, help='class names: "red car, dog" or a JSON list')
     ap.add_argument("--topics", nargs="+", help="image topics to segment (default: every Image/CompressedImage)")
     ap.add_argument("--model", default="Salesforce/blip-itm-large-flickr", help="Hub id or local directory")
-    ap.add_argument("--preset", default="realtime", help="engine preset: paper, realtime, tiny")
+    ap.add_argument("--method", choices=["pnp_ovss", "pgseg"],
+                    help="segmentation method (default: what the checkpoint is: BLIP -> pnp_ovss, GroupViT -> pgseg)")
+    ap.add_argument("--preset", default="realtime",
+                    help="engine preset: realtime (default) or tiny, for either method; paper (pnp_ovss), pgseg (pgseg)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KNOB=VALUE",
-                    help="engine knob (repeatable), as for ovss-segment: dropout_rounds=1, presence_top_k=none")
+                    help="engine knob of the method (repeatable), as for ovss-segment: dropout_rounds=1, "
+                         "presence_top_k=none (pnp_ovss); top_k=none, crop_size=none (pgseg)")
     ap.add_argument("--storage", choices=["sqlite3", "mcap"], help="output format (default: the input's)")
     ap.add_argument("--bag-version", type=int, choices=[8, 9], default=9,
                     help="rosbag2 metadata version (8 for older readers)")
@@ -55,8 +59,8 @@ def main(argv=None) -> int:
     from ovss_ros.segmenter import Segmenter
 
     try:
-        seg = Segmenter.from_pretrained(args.model, preset=args.preset, device=args.device, dtype=args.dtype,
-                                        **parse_overrides(args.overrides))
+        seg = Segmenter.from_pretrained(args.model, method=args.method, preset=args.preset, device=args.device,
+                                        dtype=args.dtype, **parse_overrides(args.overrides))
         seg.set_vocabulary(parse_vocabulary_text(args.vocabulary))
     except (ModelLoadError, VocabularyError, ValueError) as exc:
         print(f"ovss-bag-segment: {exc}", file=sys.stderr)

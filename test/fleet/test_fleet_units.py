@@ -186,3 +186,28 @@ def test_frames_go_through_the_engines_batched_path_when_it_has_one(bag_tree):
     assert [r.ok for r in out] == [True, False, True] and out[1].reason == "too large"
     assert [r.data["mean"] for r in out if r.ok] == [o.data["mean"] for i, o in
                                                      enumerate(segment_frames(ok, frames, render)) if i != 1]
+
+
+def test_a_worker_runs_the_method_the_job_names(bag_tree, tiny_pgseg_dir):
+    """--method reaches every worker's Segmenter: pgseg on a PGSeg checkpoint segments and renders the bag's
+    messages; pnp_ovss on it is refused by name, so the run stops before any work."""
+    from rosbags.rosbag2 import Reader
+
+    from ovss_ros.fleet.actors import JobSpec, SegmentWorker
+    from ovss_ros.fleet.cli import job_record, parse_args
+
+    args = parse_args(["in", "--out", "o", "--vocabulary", "red circle, dog", "--model", str(tiny_pgseg_dir),
+                       "--method", "pgseg", "--preset", "tiny"])
+    assert args.method == "pgseg" and job_record(args, ["red circle", "dog"])["method"] == "pgseg"
+    assert parse_args(["in", "--out", "o", "--vocabulary", "dog"]).method is None     # what the checkpoint is
+    with Reader(str(bag_tree / "a")) as r:
+        frames = [(c.msgtype, bytes(raw)) for c, _, raw in r.messages() if c.topic == "/camera/image_raw"][:2]
+    spec = JobSpec(model=str(tiny_pgseg_dir), vocabulary=("red circle", "dog"), method="pgseg", preset="tiny",
+                   device="cpu")
+    worker = SegmentWorker(spec, 0)
+    assert worker.error == "" and worker.seg.method == "pgseg"
+    out = worker.segment(frames)
+    assert [r.ok for r in out] == [True, True] and {"labels", "class_map", "masks"} <= set(out[0].messages)
+    wrong = SegmentWorker(JobSpec(model=str(tiny_pgseg_dir), vocabulary=("dog",), method="pnp_ovss",
+                                  preset="tiny", device="cpu"), 1)
+    assert wrong.seg is None and "method 'pnp_ovss' needs a BLIP" in wrong.error

@@ -83,3 +83,35 @@ def test_play_at_recorded_rate(tmp_path, probe):
     assert stamps == [T0 + i * 2 * 10**8 for i in range(6)]
     span = got.times[-1] - got.times[0]       # 1.0 s recorded at rate 2
     assert 0.35 < span < 1.5, span
+
+
+def test_offline_segmentation_with_pgseg_detected_from_the_checkpoint(tmp_path, tiny_pgseg_dir):
+    """No --method: a GroupViT/PGSeg checkpoint runs PGSeg (its realtime preset by default, tiny here); the class
+    map carries PGSeg's background threshold. --method pnp_ovss on it is one error naming both kinds."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    write_bag(src, "sqlite3", frames=2)
+    base = [sys.executable, "-m", "ovss_ros.ros.bag_segment", str(src), str(out), "--vocabulary", ", ".join(VOCAB),
+            "--model", str(tiny_pgseg_dir), "--preset", "tiny", "--device", "cpu"]
+    run = subprocess.run(base + ["--set", "top_k=none"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "3 frames segmented (0 skipped) from 2 camera topic(s)" in run.stdout
+
+    from ovss_ros.segmenter import Segmenter
+    seg = Segmenter.from_pretrained(str(tiny_pgseg_dir), preset="tiny", device="cpu", top_k=None)
+    assert seg.method == "pgseg"
+    seg.set_vocabulary(VOCAB)
+    result = read_bag(out)
+    for _, kind, t, raw in read_bag(src):
+        if kind != "sensor_msgs/msg/Image":
+            continue
+        rgb = image_to_rgb(deserialize_message(raw, Image))
+        labels = [r for tp, _, ts, r in result if tp == "/cam/segmentation/labels" and ts == t]
+        assert (to_array(deserialize_message(labels[0], Image)) == seg.segment(rgb).labels).mean() > 0.99
+        class_map = deserialize_message(next(r for tp, _, ts, r in result
+                                             if tp == "/cam/segmentation/class_map" and ts == t), ClassMap)
+        assert class_map.presence_threshold == 0.5 and [c.class_name for c in class_map.classes] == VOCAB
+
+    wrong = subprocess.run(base[:4] + [str(tmp_path / "out2")] + base[5:] + ["--method", "pnp_ovss"],
+                           capture_output=True, text=True, timeout=300)
+    assert wrong.returncode == 2 and "method 'pnp_ovss' needs a BLIP" in wrong.stderr and "'groupvit'" in wrong.stderr
+    assert "Traceback" not in wrong.stderr
