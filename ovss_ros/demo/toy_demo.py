@@ -1,8 +1,8 @@
-"""The demo: the real ROS 2 node segments a toy-world rosbag with the embedded toy BLIP.
+"""The demo: the real ROS 2 node segments a toy-world rosbag with the embedded toy BLIP (or toy PGSeg).
 
-    python -m ovss_ros.demo.toy_demo --out out/demo
+    python -m ovss_ros.demo.toy_demo --out out/demo [--method pgseg]
 
-Writes the toy bag (camera + ground truth), starts `ovss-node` (tiny preset, embedded model, offline),
+Writes the toy bag (camera + ground truth), starts `ovss-node` (tiny preset, the method's embedded model, offline),
 plays the bag into it with `ovss-bag-play --as-fast-as-processed`, records the node's outputs, then writes
 the segmented output bag, overlay PNGs and an animated GIF, and prints frames, mIoU against the ground
 truth, FPS and latency.
@@ -24,7 +24,7 @@ import numpy as np
 from ..bag_types import typestore
 from ..evaluation.runner import Accumulator
 from ..ros.image_codec import image_to_array
-from ..toy_world import MODEL_DIR
+from ..toy_world import MODEL_DIRS
 from ..toy_world.bag import GT_TOPIC, IMAGE_TOPIC, read_images, write_toy_bag
 from ..toy_world.world import class_names
 
@@ -120,10 +120,17 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=Path("out/demo"))
     ap.add_argument("--frames", type=int, default=24)
     ap.add_argument("--seed", type=int, default=3)
-    ap.add_argument("--model", default=str(MODEL_DIR))
+    ap.add_argument("--method", default="pnp_ovss", choices=sorted(MODEL_DIRS),
+                    help="pnp_ovss (embedded toy BLIP) or pgseg (embedded toy PGSeg)")
+    ap.add_argument("--model", help="checkpoint directory (default: the method's embedded toy model)")
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--scale", type=int, default=3, help="upscale factor of the saved overlays")
     a = ap.parse_args(argv)
+    model = a.model or str(MODEL_DIRS[a.method])
+    if a.model is None and not (MODEL_DIRS[a.method] / "config.json").is_file():
+        print(f"demo: the embedded {a.method} model is not at {model} yet (the toy PGSeg is trained by "
+              "`ovss-train-toy --method pgseg`); pass --model DIR", file=sys.stderr)
+        return 1
     from PIL import Image
 
     out = a.out
@@ -140,7 +147,7 @@ def main(argv=None) -> int:
     rec = Recorder()
     node = subprocess.Popen(
         [str(bindir / "ovss-node"), "--ros-args", "-r", "__ns:=/camera", "-r", f"image:={IMAGE_TOPIC}",
-         "-p", f"model:={a.model}", "-p", f"preset:={a.preset}", "-p", "device:=cpu",
+         "-p", f"model:={model}", "-p", f"method:={a.method}", "-p", f"preset:={a.preset}", "-p", "device:=cpu",
          "-p", "local_files_only:=true", "-p", f"vocabulary:={json.dumps(names)}",
          # the player is reliable and sends each frame once: "auto" would switch the reader to reliable
          # a moment after the player appears, and a frame in flight during that switch is lost
@@ -195,12 +202,13 @@ def main(argv=None) -> int:
     arr = rec.arrival
     fps = (len(arr) - 1) / (arr[-1] - arr[0]) if len(arr) > 1 else float("nan")
     lat = {k: float(np.mean(v)) for k, v in rec.latency.items()}
-    summary = {"frames_sent": a.frames, "frames_segmented": len(rec.msgs[LABELS]), "mIoU": res["mIoU"],
+    summary = {"method": a.method, "model": model, "frames_sent": a.frames,
+               "frames_segmented": len(rec.msgs[LABELS]), "mIoU": res["mIoU"],
                "pixel_accuracy": res["pixel_accuracy"], "fps": fps, "latency_ms": lat, "wall_s": wall,
                "output_bag": str(seg_bag), "gif": str(out / "overlay.gif")}
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    print(f"[demo] frames {summary['frames_segmented']}/{a.frames}  mIoU vs ground truth {res['mIoU']:.3f}  "
-          f"pixel acc {res['pixel_accuracy']:.3f}  FPS {fps:.1f}  latency total "
+    print(f"[demo] {a.method}: frames {summary['frames_segmented']}/{a.frames}  "
+          f"mIoU vs ground truth {res['mIoU']:.3f}  pixel acc {res['pixel_accuracy']:.3f}  FPS {fps:.1f}  latency total "
           f"{lat.get('total', float('nan')):.0f} ms (receive->publish {lat.get('receive_to_publish', float('nan')):.0f} ms)")
     print(f"[demo] output bag {seg_bag}; overlays (left: node output, right: ground truth) "
           f"{out}/overlay_*.png, {out}/overlay.gif")

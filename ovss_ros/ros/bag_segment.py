@@ -25,7 +25,8 @@ def add_segmentation_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--method", choices=["pnp_ovss", "pgseg"],
                     help="segmentation method (default: what the checkpoint is: BLIP -> pnp_ovss, GroupViT -> pgseg)")
     ap.add_argument("--preset", default="realtime",
-                    help="engine preset: realtime (default) or tiny, for either method; paper (pnp_ovss), pgseg (pgseg)")
+                    help="engine preset: realtime (default) or tiny, for either method; paper (pnp_ovss), "
+                         "pgseg (pgseg)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KNOB=VALUE",

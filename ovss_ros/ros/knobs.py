@@ -12,7 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from ovss_ros.config import ENGINE_CHOICES, ENGINE_LIMITS, POSTPROCESS_MAX_SIDE_CAP, PRESETS, SegmenterConfig, make_config
+from ovss_ros.config import (ENGINE_CHOICES, ENGINE_LIMITS, POSTPROCESS_MAX_SIDE_CAP, PRESETS, SegmenterConfig,
+                             make_config)
 from ovss_ros.pgseg.config import (PGSEG_CHOICES, PGSEG_LIMITS, PGSEG_PRESET_ALIASES, PGSEG_PRESETS, PROMPT_FIELDS,
                                    PGSegConfig, make_pgseg_config)
 
