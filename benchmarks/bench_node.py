@@ -65,14 +65,15 @@ def frames(n: int, w: int, h: int) -> list:
 
 
 def start_node(model: str, vocabulary: list, log: Path, threads: int, engine: list,
-               device: str = "cpu") -> subprocess.Popen:
+               device: str = "cpu", method: str = "pnp_ovss") -> subprocess.Popen:
     args = [sys.executable, "-m", "ovss_ros.ros.node", "--ros-args", "-r", f"__ns:={NS}",
-            "-p", f"model:={model}", "-p", "preset:=tiny", "-p", f"device:={device}",
+            "-p", f"model:={model}", "-p", f"method:={method}", "-p", "preset:=tiny", "-p", f"device:={device}",
             "-p", "diagnostics_period:=0.25",
             "-p", f"torch_threads:={threads}",
             "-p", "vocabulary:=[" + ", ".join(f"'{v}'" for v in vocabulary) + "]"]
+    prefix = "pgseg" if method == "pgseg" else "engine"   # the method's knobs (params: engine.* / pgseg.*)
     for kv in engine:
-        args += ["-p", f"engine.{kv.replace('=', ':=', 1)}"]
+        args += ["-p", f"{prefix}.{kv.replace('=', ':=', 1)}"]
     return subprocess.Popen(args, stdout=open(log, "wb"), stderr=subprocess.STDOUT, cwd=REPO)
 
 
@@ -177,15 +178,17 @@ def markdown(result: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=None, help="checkpoint (default: the embedded toy-world model)")
+    ap.add_argument("--method", default="pnp_ovss", choices=["pnp_ovss", "pgseg"])
+    ap.add_argument("--model", default=None, help="checkpoint (default: the method's embedded toy-world model)")
     ap.add_argument("--device", default="cpu", help="the node's device parameter (cpu, cuda, auto)")
     ap.add_argument("--frames", type=int, default=100, help="measured frames per case (the node's window is 100)")
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--size", default="640x480")
     ap.add_argument("--torch-threads", type=int, default=0, help="the node's torch_threads (0 = all cores)")
-    ap.add_argument("--engine", nargs="*", default=["postprocess_max_side=320"],
-                    help="engine parameters for the node, name=value (default: CRF at 320 px, realtime-like; "
-                         "the tiny preset's full-resolution CRF takes 1.5 s per VGA frame here)")
+    ap.add_argument("--engine", nargs="*", default=None,
+                    help="the method's engine parameters for the node, name=value (default for pnp_ovss: CRF at "
+                         "320 px, realtime-like; the tiny preset's full-resolution CRF takes 1.5 s per VGA frame "
+                         "here; none for pgseg)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/node.json"))
     ap.add_argument("--table", type=Path, help="print the markdown table of an existing result JSON and exit")
     args = ap.parse_args()
@@ -203,7 +206,7 @@ def main() -> None:
 
     from ovss_ros.msg import SegmentationMasks
     from ovss_ros.ros import qos
-    from ovss_ros.toy_world import MODEL_DIR
+    from ovss_ros.toy_world import MODEL_DIRS
     from ovss_ros.toy_world.world import class_names
 
     w, h = (int(v) for v in args.size.split("x"))
@@ -222,15 +225,20 @@ def main() -> None:
     node.create_subscription(DiagnosticArray, "/diagnostics", diag, 50)
     pub = node.create_publisher(Image, f"{NS}/image", out)   # reliable, like most camera drivers
     log = Path(tempfile.mkdtemp()) / "node.log"
-    model = args.model or str(MODEL_DIR)
-    proc = start_node(model, list(class_names("pattern")), log, args.torch_threads, args.engine, args.device)
+    model = args.model or str(MODEL_DIRS[args.method])
+    if args.engine is None:
+        args.engine = ["postprocess_max_side=320"] if args.method == "pnp_ovss" else []
+    proc = start_node(model, list(class_names("pattern")), log, args.torch_threads, args.engine, args.device,
+                      args.method)
     result = {"what": "real node process, preset tiny, one 640x480 rgb8 frame at a time over DDS (reliable), next "
                       "frame when the labels arrive; per-stage median/p90 ms from the node's /diagnostics over the "
                       "measured frames; ROS overhead = receive->publish minus the engine pass, per frame",
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "device": (f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
                          if args.device == "cpu" else args.device),
-              "model": "embedded toy-world BLIP" if args.model is None else args.model,
+              "method": args.method,
+              "model": (f"embedded toy-world {'BLIP' if args.method == 'pnp_ovss' else 'PGSeg'}" if args.model is None
+                        else args.model),
               "frame": [w, h], "torch_threads": args.torch_threads, "engine": args.engine, "cases": {}}
     try:
         deadline = time.monotonic() + 120

@@ -309,7 +309,8 @@ class OvssNode(ParameterHandling, LifecycleNode):
         engine, frames, state = self.engine, self.frames, self.lifecycle_state()
         seg = engine.segmenter if engine is not None else None
         info = {"device": str(seg.device) if seg is not None else "released", "model": self.settings["model"],
-                "method": self.p("method"), "preset": self.p("preset"), "vocabulary_version": engine.version if engine else 0,
+                "method": self.p("method"), "preset": self.p("preset"),
+                "vocabulary_version": engine.version if engine else 0,
                 "vocabulary": ", ".join(engine.names) if engine else "",
                 "text_preparations": engine.preparations if engine else 0,
                 "duplicate_frames": self._inputs.duplicates, "torch_threads": self._torch_threads,
