@@ -7,10 +7,10 @@ from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import State, Transition
 from sensor_msgs.msg import Image
 
-from ovss_ros.msg import ClassMap
+from ovss_ros.msg import ClassMap, SegmentationMasks
 from ovss_ros.ros import qos
-from rostest_helpers import (change_state, diagnostic_values, get_param, image_msg, lifecycle_state, scene,
-                             set_params, to_array, wait_until)
+from rostest_helpers import (assert_scores_agree_with_labels, change_state, diagnostic_values, get_param, image_msg,
+                             lifecycle_state, scene, set_params, to_array, wait_until)
 
 SECONDS = itertools.count(30000)
 WRONG_KIND = "method 'pnp_ovss' needs a BLIP image-text matching checkpoint"
@@ -54,6 +54,18 @@ def test_pgseg_node_segments_and_applies_its_parameters_between_frames(probe, st
     assert node_values(diag, ns, lambda v, s: v["method"] == "pgseg" and v["preset"] == "tiny"
                        and v["text_preparations"] == "1"), node.log()
     assert "(method pgseg, preset tiny)" in node.log()
+    # per-class score masks from PGSeg's maps, once the node has seen the subscriber
+    masks = probe.collect(SegmentationMasks, f"{ns}/segmentation/masks", qos.reliable(10))
+    assert wait_until(lambda: probe.node.count_publishers(f"{ns}/segmentation/masks") == 1, 30)
+    found = None
+    for _ in range(5):
+        got = send(cam, labels)
+        found = got and masks.wait_for(lambda m: m.header.stamp == got.header.stamp, 5)
+        if found:
+            break
+    assert found, node.log()
+    assert set(found.class_names) <= {"red circle", "dog"} and len(found.masks) == len(found.class_ids)
+    assert_scores_agree_with_labels(found, to_array(got))
 
     # refused with the reason, nothing changed: not a multiple of the model's patch size, stride past the window
     for name, value, words in (("pgseg.image_size", 100, "patch size"), ("pgseg.prompt_template", "a {} {}", "{}"),
