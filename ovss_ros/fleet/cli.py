@@ -63,9 +63,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def _method(args) -> str:
+    """The method the job runs: given, or read from the checkpoint's config (so a rerun without --method
+    matches outputs written with it); "auto" when the config cannot be read here (the workers will say why)."""
+    if args.method:
+        return args.method
+    from ovss_ros.model_loading import ModelLoadError
+    from ovss_ros.pgseg.loading import detect_method
+
+    try:
+        return detect_method(args.model)
+    except (ModelLoadError, OSError, ValueError):
+        return "auto"
+
+
 def job_record(args, vocabulary: list[str]) -> dict:
     """What makes outputs comparable: a rerun into the same OUT must use the same."""
-    return {"kind": args.kind, "method": args.method or "auto", "model": args.model, "preset": args.preset,
+    return {"kind": args.kind, "method": _method(args), "model": args.model, "preset": args.preset,
             "dtype": args.dtype, "overrides": list(args.overrides), "vocabulary": vocabulary,
             "topics": sorted(args.topics or []), "storage": args.storage, "bag_version": args.bag_version,
             "overlay": not args.no_overlay, "overlay_alpha": args.overlay_alpha}
