@@ -264,7 +264,20 @@ def train(out: Optional[Path], world: str = "pattern", steps: int = 3000, batch:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Train the tiny toy-world BLIP (ITM with hard negatives + ITC).")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--method" in argv:      # --method pnp_ovss (this file, the default) or pgseg (train_pgseg.py)
+        i = argv.index("--method")
+        method = argv[i + 1] if i + 1 < len(argv) else ""
+        del argv[i:i + 2]
+        if method == "pgseg":
+            from .train_pgseg import main as pgseg_main
+
+            return pgseg_main(argv)
+        if method != "pnp_ovss":
+            print(f"ovss-train-toy: error: --method {method!r}: expected pnp_ovss or pgseg", file=sys.stderr)
+            return 2
+    ap = argparse.ArgumentParser(description="Train the tiny toy-world BLIP (ITM with hard negatives + ITC); "
+                                             "--method pgseg trains a tiny GroupViT / PGSeg instead.")
     ap.add_argument("--out", type=Path, default=None, help="directory for save_pretrained (default: none)")
     ap.add_argument("--world", default="pattern", choices=["pattern", "shape"])
     ap.add_argument("--steps", type=int, default=3000)
