@@ -250,3 +250,40 @@ def test_ovss_eval_runs_pgseg_on_the_toy_world(tiny_pgseg_dir, tmp_path):
     res = json.loads((tmp_path / "toy_gt.json").read_text())
     assert rc == 0 and res["setup"]["method"] == "pgseg" and res["images"] == 2
     assert res["presence"]["recall"] == 1.0
+
+
+# -- the expensive text part is paid once per vocabulary ------------------------------------------------
+def test_text_is_embedded_once_per_vocabulary(tiny_pgseg_dir, monkeypatch):
+    import ovss_ros.pgseg.segmenter as mod
+
+    calls = []
+    real = mod.text_embeddings
+    monkeypatch.setattr(mod, "text_embeddings", lambda *a, **k: calls.append(1) or real(*a, **k))
+    seg = Segmenter.from_pretrained(str(tiny_pgseg_dir), preset="tiny", device="cpu")
+    seg.set_vocabulary(VOCAB)
+    for i in range(3):
+        seg.segment(frame(seed=i))
+    seg.segment_batch([frame(), frame(seed=5)])
+    seg.update_config(top_k=2, background_threshold=0.4)          # not a prompt change: no new text
+    seg.segment(frame())
+    assert len(calls) == 1
+    seg.set_vocabulary(["dog", "red"])
+    assert len(calls) == 2
+
+
+def test_a_plain_groupvit_directory_loads_with_npr_off(tiny_pgseg_dir, tmp_path):
+    from transformers import AutoTokenizer, GroupViTConfig, GroupViTModel
+
+    config = GroupViTConfig.from_pretrained(str(tiny_pgseg_dir))
+    del config.npr_prototypes
+    GroupViTModel(config).save_pretrained(tmp_path)              # as transformers writes nvidia/groupvit-*
+    AutoTokenizer.from_pretrained(str(tiny_pgseg_dir)).save_pretrained(tmp_path)
+    seg = Segmenter.from_pretrained(str(tmp_path), device="cpu", preset="tiny")
+    assert seg.method == "pgseg" and not seg.model.has_npr
+    assert seg.loaded.image_mean == (0.485, 0.456, 0.406)         # no preprocessor file: the authors' ImageNet stats
+
+
+def test_a_hub_id_missing_offline_says_how_to_get_it(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="nvidia/groupvit-gcc-yfcc.*not in the local Hugging Face cache"):
+        Segmenter.from_pretrained("nvidia/groupvit-gcc-yfcc", method="pgseg")
