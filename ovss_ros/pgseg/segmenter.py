@@ -141,6 +141,13 @@ class PGSegSegmenter:
         watch.lap("vision")
         windows, index, scores, image = d["windows"], d["group_index"], d["scores"], d["image"]
         kept = torch.nonzero(d["kept"].any(dim=0))[:, 0].tolist()     # host sync: which classes compete
+        presence = image.mean(dim=0)
+        if not kept:            # forced to nothing (present=[]): all background, as PnP-OVSS answers
+            zeros = torch.zeros((0, *out_hw), device=self.device)
+            watch.lap("scores")
+            return dict(labels=torch.zeros(out_hw, dtype=torch.long, device=self.device), kept=[],
+                        presence=presence, full=zeros, raw=torch.zeros((0, h, w), device=self.device), offset=0,
+                        empty=True)
         bg = cfg.background_threshold if cfg.background == "threshold" else None
         # the others score 0 everywhere (Q is 0 outside the kept set): only the kept channels are resized
         channels = torch.tensor(kept, dtype=torch.long, device=self.device)
@@ -153,14 +160,19 @@ class PGSegSegmenter:
         labels = ids[best] if len(ids) else torch.zeros(out_hw, dtype=torch.long, device=self.device)
         watch.lap("upsample")
         offset = 1 if bg is not None else 0
-        return dict(labels=labels, kept=kept, presence=image.mean(dim=0), full=full, raw=raw, offset=offset)
+        return dict(labels=labels, kept=kept, presence=presence, full=full, raw=raw, offset=offset)
 
     @torch.no_grad()
     def _run(self, inputs, forced, want, watch) -> list[dict]:
         outs = []
         for (x, out_hw), present in zip(inputs, forced):
             o = self._frame(x, out_hw, present, watch)
-            o["confidence"] = o["full"].max(dim=0).values if "confidence" in want else None
+            if "confidence" not in want:
+                o["confidence"] = None
+            elif o.get("empty"):
+                o["confidence"] = torch.zeros(out_hw, device=self.device)
+            else:
+                o["confidence"] = o["full"].max(dim=0).values
             o["class_maps"] = o["full"][o["offset"]:] if "class_maps" in want else None
             o["raw_maps"] = o["raw"][o["offset"]:] if "raw_maps" in want else None
             outs.append(o)

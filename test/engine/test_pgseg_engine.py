@@ -287,3 +287,10 @@ def test_a_hub_id_missing_offline_says_how_to_get_it(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelLoadError, match="nvidia/groupvit-gcc-yfcc.*not in the local Hugging Face cache"):
         Segmenter.from_pretrained("nvidia/groupvit-gcc-yfcc", method="pgseg")
+
+
+def test_forcing_no_class_gives_background_as_pnp_ovss_does(pg, pnp):
+    for seg in (pg, pnp):
+        r = seg.segment(frame(), present=[], outputs=("labels", "class_maps", "confidence"))
+        assert not r.labels.any() and not r.present.any() and len(r.class_ids) == 0
+        assert r.class_maps.shape == (0, 60, 80) and r.confidence.max() == 0
