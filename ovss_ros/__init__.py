@@ -1,4 +1,5 @@
-"""ovss_ros: open-vocabulary semantic segmentation (PnP-OVSS on BLIP) for ROS 2 and plain Python.
+"""ovss_ros: open-vocabulary semantic segmentation (PnP-OVSS on BLIP, PGSeg on GroupViT) for ROS 2 and plain
+Python.
 
 The engine (this package minus `ovss_ros.ros` and the `ovss_ros.demo` driver) imports no rclpy. Typical use:
 
@@ -7,6 +8,8 @@ The engine (this package minus `ovss_ros.ros` and the `ovss_ros.demo` driver) im
     seg.set_vocabulary(["person", "chair", "floor"])
     result = seg.segment(rgb)          # result.labels: H x W, 0 = background
     result = seg.segment_torch(frame)  # the tensor face: H x W x 3 uint8 tensor in, device tensors out
+
+A GroupViT / PGSeg checkpoint gives a PGSegSegmenter with the same calls (ovss_ros.pgseg).
 """
 # The rosidl-generated `ovss_ros.msg` may live in another directory of the same name (a colcon install,
 # or the dev venv); let Python find it there too.
@@ -16,6 +19,7 @@ _LAZY = {
     "Segmenter": "segmenter", "SegmentationResult": "result", "TensorResult": "result", "SegmenterConfig": "config",
     "make_config": "config", "PRESETS": "config", "load_blip": "model_loading",
     "ModelLoadError": "model_loading", "VocabularyError": "prompts", "ImageError": "image_io",
+    "PGSegSegmenter": "pgseg.segmenter", "PGSegConfig": "pgseg.config", "make_pgseg_config": "pgseg.config",
 }
 
 
