@@ -7,7 +7,9 @@
 # preset's DenseCRF also needs pydensecrf (pydensecrf2) and the node run rclpy — each part that cannot run
 # says so and is skipped. Writes benchmarks/results/hot_path_gpu_{float32,bfloat16}.json (realtime and paper
 # presets at BLIP-base/large shapes with random weights, 1/5/20 classes, 640x480, 4 cameras batched, peak
-# GPU memory), node_gpu.json when rclpy imports, and prints the figures against the goals.
+# GPU memory), pgseg_gpu.json (PGSeg realtime / authors' protocol at the released PGSeg shapes against PnP-OVSS
+# realtime at BLIP-base, 1/5/20 classes, same frames, interleaved), node_gpu.json when rclpy imports, and
+# prints the figures against the goals.
 #
 # SMOKE=1 runs the same steps on the CPU at the tiny shape (a check of this script, not a measurement).
 set -uo pipefail
@@ -37,6 +39,12 @@ for dtype in float32 bfloat16; do
         --presets $PRESETS --classes 1 5 20 --reps "$REPS" --reps-paper 2 --batch 4 --batch-classes 20 $OLD \
         --out "$RESULTS/hot_path_${SUFFIX}_${dtype}.json" || { echo "gpu_check: engine run ($dtype) failed"; status=1; }
 done
+
+# PGSeg against PnP-OVSS in one process (goal: PGSeg realtime >= 4x PnP-OVSS realtime at 20 classes)
+PG_CLASSES="1 5 20"; [[ "${SMOKE:-0}" == 1 ]] && PG_CLASSES="1"
+# shellcheck disable=SC2086
+timeout 150 "$PY" benchmarks/bench_pgseg.py --device "$DEVICE" --classes $PG_CLASSES --reps "$REPS" \
+    --out "$RESULTS/pgseg_${SUFFIX}.json" || { echo "gpu_check: PGSeg run failed"; status=1; }
 
 if "$PY" -c "import rclpy" 2>/dev/null; then
     timeout 90 "$PY" benchmarks/bench_node.py --device "$DEVICE" --frames 50 --warmup 5 \
