@@ -83,9 +83,11 @@ def scene_caption(scene, rng: np.random.Generator) -> str:
     return TEMPLATE.format(" and ".join(names))
 
 
-def multi_label_loss(image: torch.Tensor, classes: torch.Tensor, y: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Image vs class prompts, every present class a positive (both directions, as GroupViT's multi-label loss)."""
-    sim = scale * image @ classes.T                                    # [B, K]
+def multi_label_loss(image: torch.Tensor, classes: torch.Tensor, y: torch.Tensor, scale: torch.Tensor,
+                     sim: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Image vs class prompts, every present class a positive (both directions, as GroupViT's multi-label loss).
+    `sim` [B, K]: precomputed similarities (the group-level variant)."""
+    sim = scale * image @ classes.T if sim is None else sim            # [B, K]
     i2t = -(F.log_softmax(sim, dim=1) * (y / y.sum(1, keepdim=True).clamp(min=1))).sum(1).mean()
     has = y.sum(0) > 0
     yt = y.T[has]
@@ -123,7 +125,7 @@ def train(out: Optional[Path], npr: bool = True, world: str = "pattern", steps: 
           lr: float = 1e-3, warmup: int = 100, weight_decay: float = 0.05, multi_label_weight: float = 1.0,
           seed: int = 0, threads: Optional[int] = None, device: str = "cpu", log: Optional[Path] = None,
           model_args: Optional[dict] = None, quiet: bool = False, time_limit: Optional[float] = None,
-          init_vision: Optional[Path] = None) -> dict:
+          init_vision: Optional[Path] = None, group_label_weight: float = 0.0) -> dict:
     if threads:
         torch.set_num_threads(threads)
     dev = torch.device(device)
@@ -133,6 +135,9 @@ def train(out: Optional[Path], npr: bool = True, world: str = "pattern", steps: 
     tok = write_tokenizer(word_merges([TEMPLATE.format(""), "and", *vocabulary_words(world)]), work)
     torch.manual_seed(seed)
     model = PGSegModel(groupvit_config(len(tok), tok.bos_token_id, tok.eos_token_id, npr, **arch))
+    for stage in model.vision_model.encoder.stages:     # the authors' init: random group tokens where there is
+        if stage.group_token is not None and stage.group_projector is None:   # no projector (transformers: zeros)
+            torch.nn.init.trunc_normal_(stage.group_token, std=0.02)
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     if init_vision is not None:
         init_vision_from_blip(model, init_vision)
@@ -150,6 +155,7 @@ def train(out: Optional[Path], npr: bool = True, world: str = "pattern", steps: 
     logf = open(log, "a") if log else None
     setup = dict(method="pgseg", npr=npr, world=world, steps=steps, batch=batch, lr=lr, warmup=warmup,
                  weight_decay=weight_decay, multi_label_weight=multi_label_weight, npr_weight=NPR_WEIGHT if npr else 0,
+                 group_label_weight=group_label_weight,
                  seed=seed, threads=torch.get_num_threads(), architecture=arch,
                  init_vision=str(init_vision) if init_vision else None,
                  n_parameters=sum(p.numel() for p in model.parameters()))
@@ -187,6 +193,11 @@ def train(out: Optional[Path], npr: bool = True, world: str = "pattern", steps: 
         res = {"itc": (F.cross_entropy(sim, target) + F.cross_entropy(sim.T, target)) / 2}
         res["multi_label"] = multi_label_loss(image, classes, y, scale)
         res["loss"] = res["itc"] + multi_label_weight * res["multi_label"]
+        if group_label_weight > 0:   # toy-world addition: each class prompt against its best-matching group
+            groups = F.normalize(project(model, model.visual_projection, vision.tokens), dim=-1)   # [B, G, P]
+            best = (scale * groups @ classes.T).max(dim=1).values                                  # [B, K]
+            res["group_label"] = multi_label_loss(None, classes, y, scale, sim=best)
+            res["loss"] = res["loss"] + group_label_weight * res["group_label"]
         if npr:
             s = npr_scale.exp().clamp(max=100)
             res["npr"] = sum(npr_pair_loss(c, p, s) for c, p in zip(vision.centres, vision.prototypes))
@@ -232,12 +243,14 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--log", type=Path, default=None)
     ap.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds (same for both runs)")
+    ap.add_argument("--group-label-weight", type=float, default=0.0,
+                    help="toy-world addition: multi-label loss on each class's best-matching group (0 = off)")
     ap.add_argument("--init-vision", type=Path, default=None,
                     help="start the image encoder from this BLIP checkpoint's ViT (e.g. ovss_ros/data/toy_blip)")
     a = ap.parse_args(argv)
     r = train(a.out, not a.no_npr, a.world, a.steps, a.batch, a.lr, a.warmup,
               multi_label_weight=a.multi_label_weight, seed=a.seed, threads=a.threads, device=a.device, log=a.log,
-              time_limit=a.time_limit, init_vision=a.init_vision)
+              time_limit=a.time_limit, init_vision=a.init_vision, group_label_weight=a.group_label_weight)
     print(json.dumps({"train_seconds": r["train_seconds"], "steps_done": r["steps_done"], "out": str(a.out)}))
     return 0
 
