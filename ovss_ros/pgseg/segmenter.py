@@ -155,7 +155,7 @@ class PGSegSegmenter:
         raw = inference.stitch(windows, logits, h, w)
         watch.lap("scores")
         full = F.interpolate(raw[None], size=out_hw, mode="bilinear", align_corners=False)[0]
-        best = full.argmax(dim=0)
+        best = full.max(dim=0).indices           # not argmax(dim=0): 10-20x slower on CPU, same first-max rule
         ids = torch.tensor(([0] if bg is not None else []) + [k + 1 for k in kept], device=self.device)
         labels = ids[best] if len(ids) else torch.zeros(out_hw, dtype=torch.long, device=self.device)
         watch.lap("upsample")

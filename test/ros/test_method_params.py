@@ -45,7 +45,7 @@ def test_parameter_names_map_to_their_method():
 
 
 def test_class_map_threshold_per_method():
-    assert config_threshold(make_pgseg_config("tiny")) == 0.5
+    assert config_threshold(make_pgseg_config("tiny")) == make_pgseg_config("tiny").background_threshold
     assert config_threshold(make_pgseg_config("tiny", background="never")) == 0.0
     from ovss_ros.config import make_config
 
