@@ -5,7 +5,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 
 from ovss_ros.toy_world import MODEL_DIRS
 
@@ -24,9 +23,12 @@ def test_demo_runs_the_node_with_the_method_it_is_given(tmp_path, tiny_pgseg_dir
     assert "(method pgseg, preset tiny)" in node_log
 
 
-def test_demo_without_a_model_uses_the_methods_embedded_one_or_says_it_is_missing(tmp_path):
-    if (MODEL_DIRS["pgseg"] / "config.json").is_file():
-        pytest.skip("the embedded toy PGSeg exists: its default path is the demo itself (scripts/demo.sh)")
-    run = subprocess.run([sys.executable, "-m", "ovss_ros.demo.toy_demo", "--method", "pgseg", "--out",
-                          str(tmp_path / "demo")], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 1 and "toy_pgseg" in run.stderr and "--model" in run.stderr
+def test_demo_without_a_model_uses_the_methods_embedded_one_or_says_it_is_missing(tmp_path, monkeypatch, capsys):
+    """The default is MODEL_DIRS[method]; where that folder is missing the demo stops at once and says so."""
+    from ovss_ros.demo import toy_demo
+
+    assert (MODEL_DIRS["pgseg"] / "config.json").is_file()        # the embedded toy PGSeg ships
+    monkeypatch.setattr(toy_demo, "MODEL_DIRS", {**MODEL_DIRS, "pgseg": tmp_path / "toy_pgseg"})
+    assert toy_demo.main(["--method", "pgseg", "--out", str(tmp_path / "demo")]) == 1
+    err = capsys.readouterr().err
+    assert "toy_pgseg" in err and "--model" in err
