@@ -9,6 +9,7 @@ from rosbags.rosbag2 import Reader
 from sensor_msgs.msg import CompressedImage, Image
 
 from ovss_ros.msg import ClassMap, SegmentationMasks
+from ovss_ros.pgseg.config import make_pgseg_config
 from ovss_ros.ros.bag_io import STORAGE
 from ovss_ros.ros.image_codec import compressed_to_rgb, image_to_rgb
 from rostest_helpers import T0, assert_scores_agree_with_labels, to_array, write_bag
@@ -109,7 +110,8 @@ def test_offline_segmentation_with_pgseg_detected_from_the_checkpoint(tmp_path, 
         assert (to_array(deserialize_message(labels[0], Image)) == seg.segment(rgb).labels).mean() > 0.99
         class_map = deserialize_message(next(r for tp, _, ts, r in result
                                              if tp == "/cam/segmentation/class_map" and ts == t), ClassMap)
-        assert class_map.presence_threshold == 0.5 and [c.class_name for c in class_map.classes] == VOCAB
+        assert class_map.presence_threshold == pytest.approx(make_pgseg_config("tiny").background_threshold)
+        assert [c.class_name for c in class_map.classes] == VOCAB
 
     wrong = subprocess.run(base[:4] + [str(tmp_path / "out2")] + base[5:] + ["--method", "pnp_ovss"],
                            capture_output=True, text=True, timeout=300)

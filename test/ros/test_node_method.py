@@ -3,11 +3,14 @@
 next configure; a checkpoint of the wrong kind fails configure with one message naming both kinds."""
 import itertools
 
+import pytest
+
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import State, Transition
 from sensor_msgs.msg import Image
 
 from ovss_ros.msg import ClassMap, SegmentationMasks
+from ovss_ros.pgseg.config import make_pgseg_config
 from ovss_ros.ros import qos
 from rostest_helpers import (assert_scores_agree_with_labels, change_state, diagnostic_values, get_param, image_msg,
                              lifecycle_state, scene, set_params, to_array, wait_until)
@@ -46,7 +49,7 @@ def test_pgseg_node_segments_and_applies_its_parameters_between_frames(probe, st
     got = class_map.wait_for(lambda m: m.vocabulary_version == 1, 120)
     assert got is not None, node.log()
     assert [c.class_name for c in got.classes] == ["red circle", "dog"]
-    assert got.presence_threshold == 0.5                   # PGSeg's tiny preset background threshold
+    assert got.presence_threshold == pytest.approx(make_pgseg_config("tiny").background_threshold)
     probe.wait_subscribers(cam, timeout=60)
     first = send(cam, labels)
     assert first is not None and (first.width, first.height, first.encoding) == (64, 48, "mono8"), node.log()
