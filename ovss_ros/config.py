@@ -119,21 +119,12 @@ class SegmenterConfig:
     def validate(self) -> "SegmenterConfig":
         """Refuse, with one reason naming the parameter, any value that would break the engine later.
         Checks that need the model (layer/head counts, multiple of the patch size) are in Segmenter."""
-        for f in dataclasses.fields(self):
-            setattr(self, f.name, _checked_type(f.name, getattr(self, f.name), _FIELD_TYPES[f.name]))
-        for name, allowed in ENGINE_CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name}={getattr(self, name)!r}: expected one of {list(allowed)}")
+        check_types_and_choices(self, _FIELD_TYPES, ENGINE_CHOICES)
         for name, keyword in INDEX_KEYWORDS.items():
             value = getattr(self, name)
             if value != keyword and (isinstance(value, str) or value < 0):
                 raise ValueError(f"{name}={value!r}: expected a 0-based index (>= 0) or {keyword!r}")
-        for name, (lo, hi) in ENGINE_LIMITS.items():
-            value = getattr(self, name)
-            if value is None or isinstance(value, str):
-                continue
-            if (lo is not None and value < lo) or (hi is not None and value > hi):
-                raise ValueError(f"{name}={value!r}: expected {_range_text(lo, hi)}")
+        check_limits(self, ENGINE_LIMITS)
         _check_template(self.prompt_template)
         if self.gradcam_rows == "first_token" and self.prompt_mode != "per_class":
             raise ValueError("gradcam_rows='first_token' needs prompt_mode='per_class' "
@@ -151,6 +142,26 @@ class SegmenterConfig:
 
 
 _FIELD_TYPES = typing.get_type_hints(SegmenterConfig)
+
+
+def check_types_and_choices(cfg, field_types: dict, choices: dict) -> None:
+    """Coerce every dataclass field of `cfg` to its type, then check the string fields against `choices`;
+    ValueError naming the parameter. Shared by both methods' settings."""
+    for f in dataclasses.fields(cfg):
+        setattr(cfg, f.name, _checked_type(f.name, getattr(cfg, f.name), field_types[f.name]))
+    for name, allowed in choices.items():
+        if getattr(cfg, name) not in allowed:
+            raise ValueError(f"{name}={getattr(cfg, name)!r}: expected one of {list(allowed)}")
+
+
+def check_limits(cfg, limits: dict) -> None:
+    """Numeric fields within their inclusive (min, max); None (and index keywords) pass."""
+    for name, (lo, hi) in limits.items():
+        value = getattr(cfg, name)
+        if value is None or isinstance(value, str):
+            continue
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ValueError(f"{name}={value!r}: expected {_range_text(lo, hi)}")
 
 
 def _checked_type(name: str, value: Any, tp: Any) -> Any:

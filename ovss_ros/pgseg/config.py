@@ -9,7 +9,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from ..config import MAX_IMAGE_SIZE, VISION_DTYPES, _check_template, _checked_type, _range_text
+from ..config import MAX_IMAGE_SIZE, VISION_DTYPES, _check_template, check_limits, check_types_and_choices
 
 RESIZE_MODES = ("short_side", "square")
 PGSEG_BACKGROUND = ("threshold", "never")
@@ -57,17 +57,8 @@ class PGSegConfig:
     method = "pgseg"
 
     def validate(self) -> "PGSegConfig":
-        for f in dataclasses.fields(self):
-            setattr(self, f.name, _checked_type(f.name, getattr(self, f.name), _FIELD_TYPES[f.name]))
-        for name, allowed in PGSEG_CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name}={getattr(self, name)!r}: expected one of {list(allowed)}")
-        for name, (lo, hi) in PGSEG_LIMITS.items():
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if (lo is not None and value < lo) or (hi is not None and value > hi):
-                raise ValueError(f"{name}={value!r}: expected {_range_text(lo, hi)}")
+        check_types_and_choices(self, _FIELD_TYPES, PGSEG_CHOICES)
+        check_limits(self, PGSEG_LIMITS)
         _check_template(self.prompt_template)
         if self.crop_size is not None and self.crop_stride > self.crop_size:
             raise ValueError(f"crop_stride={self.crop_stride} is larger than crop_size={self.crop_size}: "

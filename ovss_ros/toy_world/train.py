@@ -177,6 +177,18 @@ def evaluate_itm(model, scenes, prompts: Prompts, mean, std, batch: int = 32) ->
     return out
 
 
+def json_lines(logf, quiet: bool):
+    """emit(record): one JSON line to the open log file (if any) and, unless quiet, to stderr."""
+    def emit(rec: dict) -> None:
+        line = json.dumps(rec)
+        if logf:
+            logf.write(line + "\n")
+            logf.flush()
+        if not quiet:
+            print(line, file=sys.stderr, flush=True)
+    return emit
+
+
 def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
     if step < warmup:
         return lr * (step + 1) / warmup
@@ -217,13 +229,7 @@ def train(out: Optional[Path], world: str = "pattern", steps: int = 3000, batch:
                   captions_per_image=captions_per_image, threads=torch.get_num_threads(),
                   architecture=model_args or MODEL_ARGS, n_parameters=sum(p.numel() for p in model.parameters()))
 
-    def emit(rec: dict) -> None:
-        line = json.dumps(rec)
-        if logf:
-            logf.write(line + "\n")
-            logf.flush()
-        if not quiet:
-            print(line, file=sys.stderr, flush=True)
+    emit = json_lines(logf, quiet)
 
     pair_rng = np.random.default_rng(seed)
     emit({"event": "start", **params})

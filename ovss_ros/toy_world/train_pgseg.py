@@ -35,7 +35,7 @@ from ..pgseg.model import PGSegModel, project, text_embeddings, vision_forward
 from ..pgseg.preprocess import preprocess
 from ..pgseg.tiny_model import ARCHITECTURES, groupvit_config
 from ..pgseg.tokenizer import word_merges, write_tokenizer
-from .train import lr_at
+from .train import json_lines, lr_at
 from .world import SIZE, class_names, make_scene, scene_seed, vocabulary_words
 
 TEMPLATE = "a picture of {}"
@@ -160,13 +160,7 @@ def train(out: Optional[Path], npr: bool = True, world: str = "pattern", steps: 
                  init_vision=str(init_vision) if init_vision else None,
                  n_parameters=sum(p.numel() for p in model.parameters()))
 
-    def emit(rec: dict) -> None:
-        line = json.dumps(rec)
-        if logf:
-            logf.write(line + "\n")
-            logf.flush()
-        if not quiet:
-            print(line, file=sys.stderr, flush=True)
+    emit = json_lines(logf, quiet)
 
     emit({"event": "start", **setup})
     t0 = time.time()
