@@ -2,26 +2,48 @@
 checkpoint (github.com/NVlabs/GroupViT) -> a directory that `Segmenter.from_pretrained(OUT_DIR)` loads offline:
 model.safetensors + config.json (transformers GroupViT, plus PGSeg's NPR modules) + the CLIP BPE tokenizer.
 
-The file is read with torch.load(weights_only=True). The released files also pickle their training config (an
-OmegaConf object), which that refuses; `--trust-pickle` unpickles them fully, which runs whatever code the file
+Reading: by default with a restricted unpickler. It admits torch's tensor-rebuild functions, storage types and
+plain containers; any other global (the released files pickle their training config as an OmegaConf object)
+becomes an inert placeholder that keeps its state and runs nothing, so the weights convert without omegaconf
+installed and without running code from the file. If the weights themselves need such a class, the conversion
+stops and names it. `--trust-pickle` unpickles the whole file with pickle, which runs whatever code the file
 names: only for a file from a source you trust.
 
 Key mapping: the authors' names (timm-style vision blocks with fused qkv, CLIP-style text blocks with fused
 in_proj, Conv1d projectors) to transformers' GroupViTModel, then `img_encoder.layers.{s}.downsample_spatial.*`
 (PGSeg's NPR) to `npr.{s}.*`. Weights used only by the authors' training loss are dropped and listed.
+
+Head counts are not in the tensor shapes. At the released widths (image encoder 384, text 256) they default to
+the released 6 and 256 // 64 = 4; at any other width both --vision-heads and --text-heads must be given, since a
+wrong guess converts silently and segments wrongly.
+
+Output: written into a hidden folder beside OUT_DIR and renamed to OUT_DIR only once complete (removed on any
+failure), so OUT_DIR never exists half written. OUT_DIR must not exist or must be an empty directory.
 """
 from __future__ import annotations
 
 import argparse
+import codecs
+import collections
 import hashlib
 import json
+import os
 import pickle
 import re
+import secrets
+import shutil
 import sys
+import types
 from pathlib import Path
 from typing import Optional
 
 import torch
+
+from .loading import CONVERSION_RECORD, CONVERTED_BY, LICENCE
+
+# The only widths whose head counts are known: (image encoder, text) of the released PGSeg and GroupViT.
+RELEASED_WIDTHS = (384, 256)
+RELEASED_VISION_HEADS = 6
 
 # Present in the released checkpoints, unused at inference (training losses only).
 TRAINING_ONLY = (r"img_encoder\.logit_scale", r"img_encoder\.mapping_text\..*", r"text_encoder\.Atten\..*",
@@ -69,24 +91,185 @@ class ConversionError(RuntimeError):
     """The checkpoint cannot be converted; the message says why."""
 
 
-def read_checkpoint(path: Path, trust_pickle: bool = False) -> dict:
-    """The model's state dict from a checkpoint file ({'model': ...}, {'state_dict': ...} or flat)."""
+# ---- messages ---------------------------------------------------------------------------------------------------
+
+_TERMINAL_CODES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]"              # CSI: colours, cursor moves
+                             r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"   # OSC: titles, links
+                             r"|\x1b[@-Z\\-_]"                        # other two-byte escapes
+                             r"|[\x00-\x08\x0b-\x1f\x7f]")            # remaining control characters
+
+
+def one_line(text: object, limit: int = 600) -> str:
+    """A library's message quoted on one line: terminal escape codes removed (torch colours its own), whitespace
+    collapsed; cut only past `limit` characters, so the class or module it names survives."""
+    flat = " ".join(_TERMINAL_CODES.sub(" ", str(text)).split())
+    return flat if len(flat) <= limit else flat[:limit - 3] + "..."
+
+
+# ---- the restricted reader ----------------------------------------------------------------------------------------
+
+class RefusedObject:
+    """Stands in for a class or function the restricted reader does not admit. Pickle may call it, build it or
+    fill it: it only keeps what it is given (so that messages can name it) and never runs anything."""
+
+    refused_name = "?"
+
+    def __new__(cls, *args, **kwargs):
+        obj = object.__new__(cls)
+        obj.__dict__.update(args=args, kwargs=kwargs, state=None, items=[])
+        return obj
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __call__(self, *args, **kwargs):    # pickle may call what it built: another inert placeholder
+        return type(self)(*args, **kwargs)
+
+    def __setstate__(self, state):
+        self.__dict__["state"] = state
+
+    def __setitem__(self, key, value):      # dict-like classes are filled item by item
+        self.__dict__["items"].append((key, value))
+
+    def append(self, value):               # list-like ones element by element
+        self.__dict__["items"].append(value)
+
+    def extend(self, values):
+        self.__dict__["items"].extend(values)
+
+    def __repr__(self):
+        return f"<refused {self.refused_name}>"
+
+
+def _latin1_encode(text, encoding="latin1"):
+    # pickle protocol 2 (torch.save's) stores bytes as _codecs.encode(text, 'latin1'); no other codec is needed
+    if str(encoding).lower().replace("-", "") != "latin1":
+        raise pickle.UnpicklingError(f"codec {encoding!r} refused")
+    return codecs.encode(text, "latin1")
+
+
+_ADMITTED = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
+    ("torch", "Size"): torch.Size,
+    ("torch", "device"): torch.device,
+    ("_codecs", "encode"): _latin1_encode,
+}
+_PLAIN_BUILTINS = {"set": set, "frozenset": frozenset, "complex": complex}
+
+
+def _admitted(module: str, name: str):
+    """The object an admitted global names, else None."""
+    if (module, name) in _ADMITTED:
+        return _ADMITTED[(module, name)]
+    if module in ("builtins", "__builtin__") and name in _PLAIN_BUILTINS:   # protocol 2 says __builtin__
+        return _PLAIN_BUILTINS[name]
+    if module == "torch":      # storage types and dtypes: what tensors are rebuilt from
+        value = getattr(torch, name, None) if isinstance(name, str) else None
+        if isinstance(value, torch.dtype):
+            return value
+        if isinstance(value, type) and name.endswith("Storage") and issubclass(
+                value, (torch.storage.TypedStorage, torch.UntypedStorage)):
+            return value
+    return None
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """torch.load subclasses this: it maps storage names itself and sets persistent_load to read the tensor
+    data from the archive; every other global comes to find_class here."""
+
+    def find_class(self, module, name):
+        found = _admitted(module, name)
+        if found is not None:
+            return found
+        # one placeholder class per name, so that repeated references stay one class
+        stand_ins = self.__dict__.setdefault("_stand_ins", {})
+        if (module, name) not in stand_ins:
+            stand_ins[(module, name)] = type(str(name).rsplit(".", 1)[-1], (RefusedObject,),
+                                             {"refused_name": f"{module}.{name}"})
+        return stand_ins[(module, name)]
+
+
+def _restricted_load(file, **kwargs):
+    return _RestrictedUnpickler(file, **kwargs).load()
+
+
+# What torch.load uses of its pickle_module: Unpickler for the data, load for the legacy format's headers,
+# __name__ (to tell dill apart).
+RESTRICTED_PICKLE = types.ModuleType("ovss_restricted_pickle")
+RESTRICTED_PICKLE.Unpickler = _RestrictedUnpickler
+RESTRICTED_PICKLE.load = _restricted_load
+RESTRICTED_PICKLE.UnpicklingError = pickle.UnpicklingError
+
+
+def refused_names(obj, _seen=None, _depth=0) -> list[str]:
+    """Sorted names of the refused globals anywhere inside `obj` (containers and placeholders' contents)."""
+    seen = set() if _seen is None else _seen
+    if id(obj) in seen or _depth > 200 or isinstance(obj, (torch.Tensor, str, bytes, int, float)):
+        return []
+    seen.add(id(obj))
+    if isinstance(obj, type):
+        return [obj.refused_name] if issubclass(obj, RefusedObject) else []
+    found: set[str] = set()
+    if isinstance(obj, RefusedObject):
+        found.add(obj.refused_name)
+        children = [obj.args, obj.kwargs, obj.state, obj.items]
+    elif isinstance(obj, dict):
+        children = [*obj.keys(), *obj.values()]
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        children = list(obj)
+    else:
+        children = []
+    for child in children:
+        found.update(refused_names(child, seen, _depth + 1))
+    return sorted(found)
+
+
+def _load(path: Path, trust_pickle: bool):
+    if trust_pickle:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except ModuleNotFoundError as exc:
+            top = (exc.name or "").split(".")[0] or "?"
+            raise ConversionError(
+                f"--trust-pickle: unpickling {path} needs the Python module {exc.name!r}, which is not installed "
+                "(the released checkpoints pickle their training config as an OmegaConf object): install it "
+                f"(pip install {top}), or drop --trust-pickle: the default restricted reader skips the training "
+                "config and reads the weights") from None
+        except Exception as exc:     # whatever the file's classes raise: one line, not a traceback
+            raise ConversionError(f"--trust-pickle: cannot unpickle {path}: {type(exc).__name__}: {one_line(exc)}; "
+                                  "drop --trust-pickle to read the weights with the restricted reader") from None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
-    except pickle.UnpicklingError as exc:
-        raise ConversionError(
-            f"{path} holds more than tensors (the authors' checkpoints also pickle their training config), and "
-            "torch.load(weights_only=True) refuses to unpickle it. Unpickling can run code from the file: if you "
-            f"trust where it came from, run again with --trust-pickle. ({' '.join(str(exc).split())[:300]})") from None
-    except (OSError, RuntimeError) as exc:
-        raise ConversionError(f"cannot read {path}: {exc}") from None
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        obj = obj["model"]
-    elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=RESTRICTED_PICKLE)
+    except Exception as exc:         # a corrupt or foreign file can fail anywhere in pickle or torch
+        raise ConversionError(f"cannot read {path} as a PyTorch checkpoint: {type(exc).__name__}: "
+                              f"{one_line(exc)}") from None
+
+
+def read_checkpoint(path: Path, trust_pickle: bool = False) -> tuple[dict, list[str]]:
+    """(the model's state dict, the refused classes left as placeholders elsewhere in the file, e.g. the
+    training config) from a checkpoint ({'model': ...}, {'state_dict': ...} or flat)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConversionError(f"cannot read {path}: no such file")
+    top = _load(path, trust_pickle)
+    obj, where = top, "the file"
+    for key in ("model", "state_dict"):
+        if isinstance(top, dict) and key in top:
+            obj, where = top[key], f"the weights under {key!r}"
+            break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        refused = refused_names(obj)
+        if refused:
+            raise ConversionError(
+                f"{path}: {where} need {', '.join(refused)}, which the restricted reader refuses to unpickle (it "
+                "admits tensors and plain containers only); --trust-pickle reads the file fully, running the code "
+                "it names: only for a file from a source you trust")
         raise ConversionError(f"{path}: expected a state dict of tensors (or a dict with one under 'model')")
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
+    skipped = refused_names([v for k, v in top.items() if v is not obj]) if isinstance(top, dict) else []
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}, skipped
 
 
 def rename(state: dict) -> tuple[dict, list[str], list[str]]:
@@ -117,9 +300,29 @@ def rename(state: dict) -> tuple[dict, list[str], list[str]]:
     return out, dropped, unknown
 
 
-def infer_config(state: dict, vision_heads: int = 6, text_heads: Optional[int] = None):
-    """transformers GroupViTConfig (+ npr_prototypes) from the authors' tensor shapes. Head counts are not in
-    the shapes: the released models use 6 (vision) and width // 64 (text, the authors' rule)."""
+def resolve_heads(vision_width: int, text_width: int, vision_heads: Optional[int] = None,
+                  text_heads: Optional[int] = None) -> tuple[int, int]:
+    """(vision heads, text heads). Head counts are not in the tensor shapes: at the
+    released widths the released counts apply to whatever is not given; at any other width both must be given,
+    because a wrong count still converts and then segments wrongly with nothing to show for it."""
+    given = vision_heads is not None and text_heads is not None
+    if (vision_width, text_width) != RELEASED_WIDTHS and not given:
+        raise ConversionError(
+            f"image encoder width {vision_width} and text width {text_width} are not the released ones "
+            f"{RELEASED_WIDTHS}, so the released head counts may not apply: give both --vision-heads and "
+            "--text-heads (the counts the model was trained with). Head counts are not stored in the tensor "
+            "shapes, and a wrong guess converts silently but segments wrongly")
+    vision = RELEASED_VISION_HEADS if vision_heads is None else int(vision_heads)
+    text = max(1, text_width // 64) if text_heads is None else int(text_heads)   # the authors' rule for text
+    for what, heads, width in (("--vision-heads", vision, vision_width), ("--text-heads", text, text_width)):
+        if heads < 1 or width % heads:
+            raise ConversionError(f"{what} {heads} does not divide the width {width}")
+    return vision, text
+
+
+def infer_config(state: dict, vision_heads: Optional[int] = None, text_heads: Optional[int] = None):
+    """transformers GroupViTConfig (+ npr_prototypes) from the authors' tensor shapes, with the head counts of
+    `resolve_heads`."""
     from transformers import GroupViTConfig
 
     def count(pattern: str) -> int:
@@ -138,9 +341,10 @@ def infer_config(state: dict, vision_heads: int = 6, text_heads: Optional[int] =
         context = state["text_encoder.positional_embedding"].shape[0]
         vocab = state["text_encoder.token_embedding.weight"].shape[0]
         text_layers = count(r"text_encoder\.transformer\.resblocks\.(\d+)\..*")
+        vision_heads, text_heads = resolve_heads(int(dim), int(width), vision_heads, text_heads)
         cfg = GroupViTConfig(
             text_config=dict(vocab_size=vocab, hidden_size=width, num_hidden_layers=text_layers,
-                             num_attention_heads=text_heads or max(1, width // 64),
+                             num_attention_heads=text_heads,
                              intermediate_size=state["text_encoder.transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
                              max_position_embeddings=context, bos_token_id=vocab - 2, eos_token_id=vocab - 1,
                              pad_token_id=vocab - 1),
@@ -161,16 +365,66 @@ def infer_config(state: dict, vision_heads: int = 6, text_heads: Optional[int] =
     return cfg
 
 
-def convert(src: Path, out_dir: Path, bpe: Optional[Path] = None, tokenizer: Optional[Path] = None,
-            trust_pickle: bool = False, vision_heads: int = 6, text_heads: Optional[int] = None) -> dict:
-    """Convert and save; returns the conversion record (also written as conversion.json)."""
-    from .model import PGSegModel
+# ---- output -------------------------------------------------------------------------------------------------------
+
+def check_out_dir(out_dir: Path) -> None:
+    """OUT_DIR may be new or an empty directory; anything else is refused rather than mixed with or replaced
+    (a previous conversion, or files of the user's, would be lost or blended in)."""
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise ConversionError(f"{out_dir} exists and is not a directory: give a new folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        raise ConversionError(f"{out_dir} exists and is not empty: give a new folder, or remove it first")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write(out: Path, model, config, bpe: Optional[Path], tokenizer: Optional[Path]) -> None:
+    """Everything but the conversion record, into `out`."""
+    from .loading import IMAGENET_MEAN, IMAGENET_STD
     from .tokenizer import read_bpe_file, write_tokenizer
 
+    model.save_pretrained(out, safe_serialization=True)
+    if bpe is not None:
+        try:
+            merges = read_bpe_file(Path(bpe))
+        except (OSError, UnicodeDecodeError, EOFError) as exc:
+            raise ConversionError(f"cannot read the BPE file {bpe}: {type(exc).__name__}: {one_line(exc)}") from None
+        tok = write_tokenizer(merges, out, context_length=config.text_config.max_position_embeddings)
+    else:
+        from transformers import AutoTokenizer
+
+        try:
+            tok = AutoTokenizer.from_pretrained(str(tokenizer))
+        except (OSError, ValueError) as exc:
+            raise ConversionError(f"cannot load the tokenizer {tokenizer}: {one_line(exc)}") from None
+        tok.save_pretrained(out)
+    if len(tok) != config.text_config.vocab_size:
+        raise ConversionError(f"the tokenizer has {len(tok)} entries but the checkpoint's text embedding has "
+                              f"{config.text_config.vocab_size} rows: wrong BPE file?")
+    (out / "preprocessor_config.json").write_text(json.dumps(
+        {"image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD),
+         "size": config.vision_config.image_size}, indent=1) + "\n")
+
+
+def convert(src: Path, out_dir: Path, bpe: Optional[Path] = None, tokenizer: Optional[Path] = None,
+            trust_pickle: bool = False, vision_heads: Optional[int] = None,
+            text_heads: Optional[int] = None) -> dict:
+    """Convert and save; returns the conversion record (also written as conversion.json). Head counts None =
+    not given: the released ones at the released widths, refused at any other width (see resolve_heads)."""
+    from .model import PGSegModel
+
+    src, out_dir = Path(src), Path(out_dir)
     if (bpe is None) == (tokenizer is None):
         raise ConversionError("give exactly one of --bpe (CLIP's bpe_simple_vocab_16e6.txt.gz, shipped with the "
                               "authors' code) or --tokenizer (a saved CLIP tokenizer directory)")
-    state = read_checkpoint(Path(src), trust_pickle)
+    check_out_dir(out_dir)
+    state, skipped = read_checkpoint(src, trust_pickle)
     config = infer_config(state, vision_heads, text_heads)
     tensors, dropped, unknown = rename(state)
     model = PGSegModel(config)
@@ -186,48 +440,62 @@ def convert(src: Path, out_dir: Path, bpe: Optional[Path] = None, tokenizer: Opt
         raise ConversionError(f"{src} does not match the architecture read from its shapes; "
                               + "; ".join(p for p in parts if p))
     model.load_state_dict(tensors, strict=True)
-    out_dir = Path(out_dir)
-    model.save_pretrained(out_dir, safe_serialization=True)
-    if bpe is not None:
-        tok = write_tokenizer(read_bpe_file(Path(bpe)), out_dir, context_length=config.text_config.max_position_embeddings)
-    else:
-        from transformers import AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(str(tokenizer))
-        tok.save_pretrained(out_dir)
-    if len(tok) != config.text_config.vocab_size:
-        raise ConversionError(f"the tokenizer has {len(tok)} entries but the checkpoint's text embedding has "
-                              f"{config.text_config.vocab_size} rows: wrong BPE file?")
-    from .loading import IMAGENET_MEAN, IMAGENET_STD
-
-    (out_dir / "preprocessor_config.json").write_text(json.dumps(
-        {"image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD),
-         "size": config.vision_config.image_size}, indent=1) + "\n")
-    record = {"source": str(src), "sha256": hashlib.sha256(Path(src).read_bytes()).hexdigest(),
+    # the loader refuses a folder with this marker but no complete conversion.json (loading.check_conversion)
+    config.converted_by = CONVERTED_BY
+    record = {"converted_by": CONVERTED_BY, "source": str(src), "sha256": _sha256(src),
               "kind": "pgseg" if getattr(config, "npr_prototypes", None) else "groupvit",
-              "tensors_in": len(state), "tensors_out": len(tensors), "dropped_training_only": sorted(dropped)}
-    (out_dir / "conversion.json").write_text(json.dumps(record, indent=1) + "\n")
+              "vision_heads": config.vision_config.num_attention_heads,
+              "text_heads": config.text_config.num_attention_heads,
+              "heads_from": {"vision": "given" if vision_heads is not None else "released default",
+                             "text": "given" if text_heads is not None else "text width // 64 (released rule)"},
+              "tensors_in": len(state), "tensors_out": len(tensors), "dropped_training_only": sorted(dropped),
+              "not_unpickled": skipped, "licence": LICENCE}
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # a hidden sibling (same file system, so the final rename is one step); plain mkdir keeps the umask's mode
+    partial = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
+    partial.mkdir()
+    try:
+        try:
+            _write(partial, model, config, bpe, tokenizer)
+            (partial / CONVERSION_RECORD).write_text(json.dumps(record, indent=1) + "\n")
+        except OSError as exc:
+            raise ConversionError(f"cannot write the converted model beside {out_dir}: {one_line(exc)}") from None
+        check_out_dir(out_dir)          # again: something may have appeared there meanwhile
+        if out_dir.is_dir():
+            out_dir.rmdir()             # empty (checked); rename onto it is not portable
+        os.rename(partial, out_dir)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     return record
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="ovss-convert-pgseg", description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoint", type=Path, help="the authors' .pth (PGSeg or NVlabs GroupViT)")
-    ap.add_argument("out_dir", type=Path)
+    ap.add_argument("out_dir", type=Path, help="a new folder (or an empty one); written only when complete")
     ap.add_argument("--bpe", type=Path, help="CLIP's BPE merges file (bpe_simple_vocab_16e6.txt.gz)")
     ap.add_argument("--tokenizer", type=Path, help="or: a saved CLIP tokenizer directory")
     ap.add_argument("--trust-pickle", action="store_true",
-                    help="unpickle the whole file (runs code the file names; only for files you trust)")
-    ap.add_argument("--vision-heads", type=int, default=6, help="attention heads of the image encoder (6 released)")
-    ap.add_argument("--text-heads", type=int, default=None, help="default: text width // 64, the authors' rule")
+                    help="unpickle the whole file (runs code the file names; only for files you trust). Not needed "
+                         "for the released files: by default a restricted reader takes the weights and skips the "
+                         "training config")
+    ap.add_argument("--vision-heads", type=int, default=None,
+                    help="attention heads of the image encoder (default 6, the released count; required, with "
+                         "--text-heads, when the widths are not the released 384 / 256)")
+    ap.add_argument("--text-heads", type=int, default=None,
+                    help="attention heads of the text encoder (default: text width // 64, the authors' rule)")
     a = ap.parse_args(argv)
     try:
         rec = convert(a.checkpoint, a.out_dir, a.bpe, a.tokenizer, a.trust_pickle, a.vision_heads, a.text_heads)
     except ConversionError as exc:
-        print(f"ovss-convert-pgseg: error: {exc}", file=sys.stderr)
+        print(f"ovss-convert-pgseg: error: {one_line(exc, limit=10_000)}", file=sys.stderr)
         return 2
-    print(f"{rec['kind']} checkpoint converted to {a.out_dir} ({rec['tensors_out']} tensors; dropped training-only: "
+    print(f"{rec['kind']} checkpoint converted to {a.out_dir} ({rec['tensors_out']} tensors; heads "
+          f"{rec['vision_heads']} image / {rec['text_heads']} text; dropped training-only: "
           f"{', '.join(rec['dropped_training_only']) or 'none'})")
+    print(f"licence: {LICENCE}.")
     return 0
 
 

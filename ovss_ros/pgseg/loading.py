@@ -2,7 +2,8 @@
 
 A directory written by `ovss-convert-pgseg` (or `PGSegModel.save_pretrained`) carries PGSeg's NPR modules
 (`npr_prototypes` in config.json); a plain transformers GroupViT checkpoint such as `nvidia/groupvit-gcc-yfcc`
-loads as GroupViT with NPR off."""
+loads as GroupViT with NPR off. A converter folder whose conversion record is missing or incomplete is refused
+(`check_conversion`)."""
 from __future__ import annotations
 
 import json
@@ -23,6 +24,17 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 METHODS = ("pnp_ovss", "pgseg")
 _MODEL_TYPES = {"blip": "pnp_ovss", "groupvit": "pgseg"}
+
+# ovss-convert-pgseg output. The marker is a config.json field only the converter writes (save_pgseg folders, the
+# embedded toy model and transformers' GroupViT folders have none and load as before); the converter renames the
+# folder into place with conversion.json already in it, so marker without a complete record = an unfinished
+# conversion or an altered folder, refused rather than loaded into wrong results.
+CONVERTED_BY = "ovss-convert-pgseg"
+CONVERSION_RECORD = "conversion.json"
+RECORD_FIELDS = ("converted_by", "source", "sha256", "kind", "vision_heads", "text_heads", "tensors_in",
+                 "tensors_out", "dropped_training_only", "licence")
+LICENCE = ("GroupViT and PGSeg weights are under NVIDIA's Source Code License (non-commercial use only); "
+           "the converted folder carries that licence too")
 
 
 @dataclass
@@ -65,6 +77,40 @@ def check_method(found_type: str, method: str, name: str) -> None:
                                 else ""))
 
 
+def check_conversion(name: str, config, offline: bool, revision: Optional[str] = None) -> None:
+    """A folder written by ovss-convert-pgseg must carry its complete conversion record (see CONVERTED_BY)."""
+    if getattr(config, "converted_by", None) != CONVERTED_BY:
+        return
+    if Path(name).expanduser().is_dir():
+        path = Path(name).expanduser() / CONVERSION_RECORD
+        path = path if path.is_file() else None
+    else:
+        from transformers.utils import cached_file
+
+        path = cached_file(name, CONVERSION_RECORD, local_files_only=offline, revision=revision,
+                           _raise_exceptions_for_missing_entries=False,
+                           _raise_exceptions_for_connection_errors=False)
+    again = "convert the checkpoint again with ovss-convert-pgseg"
+    if path is None:
+        raise ModelLoadError(f"cannot load model: '{name}' was written by ovss-convert-pgseg (config.json says so) "
+                             f"but has no {CONVERSION_RECORD}: the conversion did not finish or the folder was "
+                             f"altered; {again}")
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot load model: '{name}': {CONVERSION_RECORD} is unreadable "
+                             f"({type(exc).__name__}); {again}") from None
+    missing = [f for f in RECORD_FIELDS if not isinstance(record, dict) or f not in record]
+    if missing:
+        raise ModelLoadError(f"cannot load model: '{name}': {CONVERSION_RECORD} is incomplete (no "
+                             f"{', '.join(missing)}); {again}")
+    heads = (config.vision_config.num_attention_heads, config.text_config.num_attention_heads)
+    if (record["vision_heads"], record["text_heads"]) != heads:
+        raise ModelLoadError(f"cannot load model: '{name}': config.json has {heads[0]} image / {heads[1]} text "
+                             f"attention heads but {CONVERSION_RECORD} records {record['vision_heads']} / "
+                             f"{record['text_heads']}; {again}")
+
+
 def _image_stats(name: str, offline: bool) -> tuple[tuple, tuple]:
     path = Path(name).expanduser() / "preprocessor_config.json"
     if path.is_file():
@@ -92,6 +138,7 @@ def load_groupvit(model: Union[str, os.PathLike], device: Union[str, torch.devic
     with hub_errors(name, local_files_only) as offline:
         config = AutoConfig.from_pretrained(name, local_files_only=offline, revision=revision)
         check_method(config.model_type, "pgseg", name)
+        check_conversion(name, config, offline, revision)
         tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=offline, revision=revision)
         net = PGSegModel.from_pretrained(name, config=config, local_files_only=offline, revision=revision,
                                          use_safetensors=True)
@@ -147,6 +194,7 @@ class PGSegCheck:
         with hub_errors(name, local_files_only) as offline:
             config = AutoConfig.from_pretrained(name, local_files_only=offline, revision=revision)
             check_method(config.model_type, "pgseg", name)
+            check_conversion(name, config, offline, revision)
             tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=offline, revision=revision)
         return cls(config, tokenizer, name)
 

@@ -157,3 +157,25 @@ def released_key_shapes(npr=True):
     """{name: shape tuple} of the released checkpoint's ['model'] dict (full size, built on the meta device)."""
     model = build_reference(npr=npr, size="full", device="meta")
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def small_bpe(path, vocab_size: int, words):
+    """A CLIP-format BPE file (gzip) whose vocabulary has exactly `vocab_size` entries: the 512 byte symbols, the
+    merges that spell `words`, made-up filler words' merges up to the size, and the two special tokens."""
+    import gzip
+
+    from ovss_ros.pgseg.tokenizer import CLIP_MERGES, word_merges
+
+    wanted = vocab_size - 514
+    merges = word_merges(words)
+    filler = (f"{a}{b}{c}" for a in "qwxz" for b in "aeiou" for c in "jkvy")
+    for word in filler:
+        if len(merges) >= wanted:
+            break
+        merges += [m for m in word_merges([word]) if m not in merges]
+    merges = merges[:wanted]
+    if len(merges) != wanted or len(merges) >= CLIP_MERGES:
+        raise ValueError(f"cannot make a BPE of {vocab_size} entries from {len(merges)} merges")
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.write("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
+    return path
