@@ -1,162 +1,227 @@
-"""Synthetic PGSeg / GroupViT checkpoints laid out exactly like the authors' files, for the loading and
-equivalence tests.
+"""Synthetic checkpoints in the file format the PGSeg and GroupViT authors release, for the conversion and parity
+tests.
 
-The model is the literal reference (pgseg_reference_literal.MultiLabelContrastive, the authors' module names), so
-its state dict has the released checkpoint's ``['model']`` keys. The authors save with utils/checkpoint.py
-save_checkpoint (github.com/Ferenas/PGSeg, github.com/NVlabs/GroupViT): a dict whose 'config' entry is a pickled
-OmegaConf object, which ``torch.load(weights_only=True)`` refuses; ``save_authors_checkpoint`` reproduces that with
-a small stand-in class, ``save_plain_state_dict`` writes a tensors-only file that weights_only=True reads.
+What the format is (facts about the released files, not their code): ``torch.save`` of a dict whose ``'model'``
+entry is the state dict, beside the optimiser and scheduler states, the epoch, the best metrics, the apex loss
+scaler and ``'config'``, the training configuration as a pickled OmegaConf object. The state dict's names follow
+the authors' modules: ``img_encoder.*`` (patch embedding, stages ``layers.{s}`` with fused ``qkv`` blocks, the
+grouping block ``downsample``, PGSeg's NPR ``downsample_spatial``), ``text_encoder.*`` (CLIP-style blocks with a
+fused ``in_proj``), the two projectors as 1x1 Conv1d + BatchNorm MLPs, and the top-level ``logit_scale``. The
+released PGSeg file has 437 entries (64,746,015 elements); GroupViT has 406 of them.
+
+The name table below is written from that description; the values are seeded random numbers chosen so that a
+wrong step shows: sharp group assignments (several groups in use) and an NPR residual as large as the tokens.
 """
+from __future__ import annotations
+
+import math
+
 import torch
-import torch.nn as nn
 
-from pgseg_reference_literal import AssignAttention, MultiLabelContrastive, NPR, TextNPR
-
-# the released configuration (configs/pgseg_specific.yml; NVlabs configs/group_vit_gcc_yfcc_30e.yml)
+# The released configuration: embed 384, 6 heads, depths 6/3/3, 64 -> 8 groups, 4096-wide NPR and projector MLPs,
+# CLIP's text tower (width 256, 12 layers, 4 heads, 77 tokens, 49,408 words), 256-d joint space.
 FULL = dict(img_size=224, patch_size=16, embed_dim=384, depths=(6, 3, 3), num_heads=6,
             num_group_tokens=(64, 8, 0), num_output_groups=(64, 8), npr_inner_dim=4096,
             context_length=77, text_width=256, text_layers=12, text_heads=4, vocab_size=49408,
             proj_inner_dim=4096, output_dim=256)
 
-# quick on CPU; same structure
+# Same structure, quick on a CPU.
 SMALL = dict(img_size=64, patch_size=16, embed_dim=48, depths=(2, 1, 1), num_heads=2,
              num_group_tokens=(16, 4, 0), num_output_groups=(16, 4), npr_inner_dim=64,
              context_length=77, text_width=32, text_layers=2, text_heads=2, vocab_size=600,
              proj_inner_dim=64, output_dim=32)
 
 SIZES = {"small": SMALL, "full": FULL}
+MAPPING_TEXT_DIM = 256      # PGSeg's unused image->text mapping always ends at 256 channels
 
 
 class AuthorsConfig:
-    """Stands in for the pickled OmegaConf DictConfig the authors store under 'config' (any non-allowlisted
-    class makes ``torch.load(weights_only=True)`` refuse the file, as it refuses the real ones)."""
+    """Stands in for the pickled OmegaConf object under 'config': any class outside torch's allow-list makes
+    ``torch.load(weights_only=True)`` refuse the file, as it refuses the released ones."""
 
     def __init__(self, **entries):
         self.__dict__.update(entries)
 
-    def __repr__(self):
-        return f"AuthorsConfig({self.__dict__!r})"
+
+# ---- the name table: (name, shape, how to fill it) --------------------------------------------------------------
+
+def _linear(name, n_out, n_in, bias=True, kind="weight"):
+    yield f"{name}.weight", (n_out, n_in), kind
+    if bias:
+        yield f"{name}.bias", (n_out,), "bias"
 
 
-@torch.no_grad()
-def _randomise(model, seed):
-    """Non-trivial values for what the initialisation leaves at zeros / ones / constants."""
-    g = torch.Generator().manual_seed(seed + 1)
-
-    def randn(t, std, mean=0.0):
-        return (torch.randn(t.shape, generator=g) * std + mean).to(t.dtype)
-
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm1d):
-            module.running_mean.copy_(randn(module.running_mean, 0.1))
-            module.running_var.copy_(torch.rand(module.running_var.shape, generator=g) + 0.5)    # in [0.5, 1.5)
-            module.weight.copy_(randn(module.weight, 0.1, 1.0))
-            module.bias.copy_(randn(module.bias, 0.1))
-            module.num_batches_tracked.fill_(1000)
-        elif isinstance(module, nn.LayerNorm):
-            module.weight.copy_(randn(module.weight, 0.1, 1.0))
-            module.bias.copy_(randn(module.bias, 0.05))
-        elif isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
-            if module.bias is not None:
-                module.bias.copy_(randn(module.bias, 0.02))
-        elif isinstance(module, nn.MultiheadAttention):
-            module.in_proj_bias.copy_(randn(module.in_proj_bias, 0.02))
-            module.out_proj.bias.copy_(randn(module.out_proj.bias, 0.02))
-        if isinstance(module, AssignAttention):
-            # sharper group assignments than the tiny init gives (as a trained model has), so that the
-            # pixel-to-group maps use several groups: q.k / sqrt(d) then has a standard deviation of about 4
-            std = 2.0 / module.q_proj.in_features ** 0.5
-            module.q_proj.weight.copy_(randn(module.q_proj.weight, std))
-            module.k_proj.weight.copy_(randn(module.k_proj.weight, std))
-        if isinstance(module, NPR):
-            mu = torch.randn(module.mu.shape, generator=g)
-            module.mu.copy_(mu / (1e-6 + mu.norm(dim=2, keepdim=True)))
-            # the NPR reconstruction re_x is ~5% of the tokens with the default init; make it ~half their size
-            # so that a missing or wrong NPR shows in the outputs
-            module.mapping_x.linear_out.weight.mul_(10.0)
-        elif isinstance(module, TextNPR):
-            mu = torch.randn(module.mu.shape, generator=g)
-            module.mu.copy_(mu / (1e-6 + mu.norm(dim=1, keepdim=True)))
-
-    enc = model.img_encoder
-    for layer in enc.layers:
-        if layer.group_token is not None:
-            layer.group_token.copy_(randn(layer.group_token, 0.2))
-    enc.pos_embed.copy_(randn(enc.pos_embed, 0.2))
-    model.logit_scale.fill_(float(torch.empty(()).uniform_(2.5, 4.0, generator=g)))
-    if hasattr(enc, "logit_scale"):
-        enc.logit_scale.fill_(float(torch.empty(()).uniform_(1.5, 3.0, generator=g)))
+def _norm(name, dim):
+    yield f"{name}.weight", (dim,), "gain"
+    yield f"{name}.bias", (dim,), "bias"
 
 
-def build_reference(npr=True, size="small", seed=0, device=None):
-    """The literal reference model (eval mode) with seeded random weights; ``npr=False`` is NVlabs GroupViT.
-
-    ``device="meta"`` builds the structure only (no randomisation)."""
-    cfg = dict(SIZES[size])
-    if device is not None and torch.device(device).type == "meta":
-        return MultiLabelContrastive(npr=npr, device="meta", **cfg).eval()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = MultiLabelContrastive(npr=npr, **cfg)
-    _randomise(model, seed)
-    if device is not None:
-        model = model.to(device)
-    return model.eval()
+def _two_layer(name, n_in, hidden, n_out):
+    """timm-style MLP: fc1 -> GELU -> fc2."""
+    yield from _linear(f"{name}.fc1", hidden, n_in)
+    yield from _linear(f"{name}.fc2", n_out, hidden)
 
 
-def _config_for(model, kind):
-    enc = model.img_encoder
-    txt = model.text_encoder
-    img_encoder = dict(type="PGSeg" if kind == "pgseg" else "GroupViT", embed_dim=enc.embed_dim,
-                       embed_factors=[1] * len(enc.layers), num_heads=[l.blocks[0].attn.num_heads for l in enc.layers],
-                       depths=[len(l.blocks) for l in enc.layers], num_group_tokens=list(enc.num_group_tokens),
-                       num_output_groups=list(enc.num_output_groups), drop_rate=0.0, drop_path_rate=0.1)
-    if kind == "pgseg":
-        img_encoder["return_attn_o"] = True
-    return AuthorsConfig(
-        model=AuthorsConfig(type="MultiLabelContrastive", img_encoder=img_encoder,
-                            text_encoder=dict(type="TextTransformer", context_length=txt.context_length,
-                                              width=txt.width, layers=len(txt.transformer.resblocks),
-                                              vocab_size=txt.token_embedding.num_embeddings),
-                            contrast_temperature=0.07, proj_num_layers=2,
-                            output_dim=model.img_projector.linear_out.out_channels, multi_label=0),
-        train=AuthorsConfig(amp_opt_level="O1", epochs=30, base_lr=1e-4),
-        output="PGSeg" if kind == "pgseg" else "output/group_vit_gcc_yfcc_30e")
+def _conv_mlp(name, n_in, inner, n_out, out_kind="weight"):
+    """The authors' projector: Conv1d(k=1) -> BatchNorm1d -> ReLU -> Conv1d(k=1)."""
+    yield f"{name}.linear_hidden.0.weight", (inner, n_in, 1), "weight"
+    yield f"{name}.linear_hidden.0.bias", (inner,), "bias"
+    yield from _norm(f"{name}.linear_hidden.1", inner)
+    yield f"{name}.linear_hidden.1.running_mean", (inner,), "bn_mean"
+    yield f"{name}.linear_hidden.1.running_var", (inner,), "bn_var"
+    yield f"{name}.linear_hidden.1.num_batches_tracked", (), "count"
+    yield f"{name}.linear_out.weight", (n_out, inner, 1), out_kind
+    yield f"{name}.linear_out.bias", (n_out,), "bias"
 
 
-def save_authors_checkpoint(path, model, kind="pgseg", with_metrics=False):
-    """torch.save a dict shaped like utils/checkpoint.py save_checkpoint's: 'model' (the state dict),
-    'optimizer', 'lr_scheduler', 'max_accuracy', 'max_miou', 'epoch', 'config' (an AuthorsConfig, so
-    weights_only=True refuses the file), 'amp'. ``with_metrics`` adds the 'metrics' dict the current code also
-    writes."""
-    assert kind in ("pgseg", "groupvit"), kind
-    metrics = {"max_accuracy": 42.7, "max_miou": 53.8}
-    state = {
-        "model": model.state_dict(),
-        "optimizer": {},
-        "lr_scheduler": {},
-    }
-    if with_metrics:
-        state["metrics"] = dict(metrics)
-    state.update({"epoch": 29, "config": _config_for(model, kind)})
-    for k, v in metrics.items():
-        state[k] = v
-    state["amp"] = {"loss_scaler0": {"loss_scale": 65536.0, "unskipped": 0}}
-    # key order as the brief lists: model, optimizer, lr_scheduler, max_accuracy, max_miou, epoch, config, amp
-    order = ["model", "optimizer", "lr_scheduler"] + (["metrics"] if with_metrics else []) + \
-        ["max_accuracy", "max_miou", "epoch", "config", "amp"]
-    torch.save({k: state[k] for k in order}, path)
+def _image_encoder(c, npr):
+    d, p = c["embed_dim"], c["patch_size"]
+    grid = c["img_size"] // p
+    yield "img_encoder.pos_embed", (1, grid * grid, d), "pos"
+    if npr:
+        yield "img_encoder.logit_scale", (), "scale"
+    yield "img_encoder.patch_embed.proj.weight", (d, 3, p, p), "weight"
+    yield "img_encoder.patch_embed.proj.bias", (d,), "bias"
+    yield from _norm("img_encoder.patch_embed.norm", d)
+    stages = len(c["depths"])
+    for s in range(stages):
+        at = f"img_encoder.layers.{s}"
+        groups = c["num_group_tokens"][s]
+        if groups:
+            yield f"{at}.group_token", (1, groups, d), "group_token"
+        for b in range(c["depths"][s]):
+            yield from _norm(f"{at}.blocks.{b}.norm1", d)
+            yield from _linear(f"{at}.blocks.{b}.attn.qkv", 3 * d, d)
+            yield from _linear(f"{at}.blocks.{b}.attn.proj", d, d)
+            yield from _norm(f"{at}.blocks.{b}.norm2", d)
+            yield from _two_layer(f"{at}.blocks.{b}.mlp", d, 4 * d, d)
+        if s < stages - 1:
+            yield from _grouping_block(f"{at}.downsample", d, groups, c["num_output_groups"][s])
+            if npr:
+                yield f"{at}.downsample_spatial.mu", (1, c["num_output_groups"][s], d), "prototypes"
+                yield from _conv_mlp(f"{at}.downsample_spatial.mapping_x", d, c["npr_inner_dim"], d, "npr_out")
+        if s > 0 and groups:
+            yield from _norm(f"{at}.group_projector.0", d)
+            yield from _two_layer(f"{at}.group_projector.1", c["num_group_tokens"][s - 1], d // 2, groups)
+    yield from _norm("img_encoder.norm", d)
+    if npr:
+        yield from _conv_mlp("img_encoder.mapping_text", d, c["npr_inner_dim"], MAPPING_TEXT_DIM)
 
 
-def save_plain_state_dict(path, model):
-    """torch.save of the state dict only (tensors; readable with weights_only=True)."""
-    torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, path)
+def _grouping_block(at, d, groups_in, groups_out):
+    yield from _norm(f"{at}.norm_tokens", d)
+    yield from _two_layer(f"{at}.mlp_inter", groups_in, d // 2, groups_out)
+    yield from _norm(f"{at}.norm_post_tokens", d)
+    yield from _norm(f"{at}.norm_x", d)
+    yield from _norm(f"{at}.pre_assign_attn.norm_post", d)
+    for part in ("q_proj", "k_proj", "v_proj", "proj"):
+        yield from _linear(f"{at}.pre_assign_attn.attn.{part}", d, d)
+    yield from _norm(f"{at}.pre_assign_attn.norm2", d)
+    yield from _two_layer(f"{at}.pre_assign_attn.mlp", d, 4 * d, d)
+    for part in ("q_proj", "k_proj"):
+        yield from _linear(f"{at}.assign.{part}", d, d, kind="assign")
+    for part in ("v_proj", "proj"):
+        yield from _linear(f"{at}.assign.{part}", d, d)
+    yield from _norm(f"{at}.norm_new_x", d)
+    yield from _two_layer(f"{at}.mlp_channels", d, 4 * d, d)
+
+
+def _text_encoder(c, npr):
+    w = c["text_width"]
+    yield "text_encoder.positional_embedding", (c["context_length"], w), "pos"
+    for b in range(c["text_layers"]):
+        at = f"text_encoder.transformer.resblocks.{b}"
+        yield f"{at}.attn.in_proj_weight", (3 * w, w), "weight"
+        yield f"{at}.attn.in_proj_bias", (3 * w,), "bias"
+        yield from _linear(f"{at}.attn.out_proj", w, w)
+        yield from _norm(f"{at}.ln_1", w)
+        yield from _linear(f"{at}.mlp.c_fc", 4 * w, w)
+        yield from _linear(f"{at}.mlp.c_proj", w, 4 * w)
+        yield from _norm(f"{at}.ln_2", w)
+    yield from _norm("text_encoder.ln_final", w)
+    yield "text_encoder.token_embedding.weight", (c["vocab_size"], w), "embedding"
+    if npr:
+        yield "text_encoder.Atten.mu", (1, 8, 1), "prototypes"
+
+
+def name_table(npr=True, size="small"):
+    """[(name, shape, fill)] of an authors' state dict, in their order: the top-level scale, image encoder, text
+    encoder, projectors."""
+    c = SIZES[size]
+    rows = [("logit_scale", (), "scale")]
+    rows += _image_encoder(c, npr)
+    rows += _text_encoder(c, npr)
+    rows += _conv_mlp("img_projector", c["embed_dim"], c["proj_inner_dim"], c["output_dim"])
+    rows += _conv_mlp("text_projector", c["text_width"], c["proj_inner_dim"], c["output_dim"])
+    return rows
 
 
 def released_key_shapes(npr=True):
-    """{name: shape tuple} of the released checkpoint's ['model'] dict (full size, built on the meta device)."""
-    model = build_reference(npr=npr, size="full", device="meta")
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    """{name: shape} of the released file's ['model'] dict (no tensors allocated)."""
+    return {name: shape for name, shape, _ in name_table(npr, "full")}
+
+
+def _fill(shape, kind, g):
+    def randn(std, mean=0.0):
+        return torch.randn(shape, generator=g) * std + mean
+
+    fan_in = math.prod(shape[1:]) if len(shape) > 1 else 1
+    if kind == "weight":
+        return randn(fan_in ** -0.5)
+    if kind == "assign":      # q.k / sqrt(d) with a spread of about 4: groups win pixels clearly
+        return randn(2.0 * fan_in ** -0.5)
+    if kind == "npr_out":     # the reconstruction about as large as the tokens, so a missing NPR shows
+        return randn(3.0 * fan_in ** -0.5)
+    if kind == "bias":
+        return randn(0.02)
+    if kind == "gain":
+        return randn(0.1, 1.0)
+    if kind == "bn_mean":
+        return randn(0.1)
+    if kind == "bn_var":
+        return torch.rand(shape, generator=g) + 0.5
+    if kind == "count":
+        return torch.tensor(1000, dtype=torch.int64)
+    if kind in ("pos", "group_token"):
+        return randn(0.2)
+    if kind == "embedding":
+        return randn(0.5)
+    if kind == "prototypes":  # unit rows along the feature axis (the text buffer is [1, 8, 1]: along the 8)
+        t = torch.randn(shape, generator=g)
+        axis = 1 if shape[-1] == 1 else -1
+        return t / t.norm(dim=axis, keepdim=True)
+    if kind == "scale":       # log of the temperature's inverse: exp() in [12, 55], below the clamp at 100
+        return torch.empty(()).uniform_(2.5, 4.0, generator=g)
+    raise ValueError(kind)
+
+
+def authors_state_dict(npr=True, size="small", seed=0) -> dict:
+    """A state dict with the authors' names and shapes and seeded random values (``npr=False``: GroupViT)."""
+    g = torch.Generator().manual_seed(seed)
+    return {name: _fill(shape, kind, g) for name, shape, kind in name_table(npr, size)}
+
+
+def _authors_config(state, kind):
+    c = {"pgseg": "PGSeg", "groupvit": "GroupViT"}[kind]
+    return AuthorsConfig(model=AuthorsConfig(type="MultiLabelContrastive", img_encoder=dict(type=c),
+                                             text_encoder=dict(type="TextTransformer"), contrast_temperature=0.07),
+                         train=AuthorsConfig(amp_opt_level="O1", epochs=30), output=c)
+
+
+def save_authors_checkpoint(path, state, kind="pgseg", with_metrics=False):
+    """``torch.save`` a dict laid out like the released files: 'model', 'optimizer', 'lr_scheduler', ['metrics'],
+    'max_accuracy', 'max_miou', 'epoch', 'config' (an AuthorsConfig, so weights_only=True refuses it), 'amp'."""
+    ckpt = {"model": state, "optimizer": {}, "lr_scheduler": {}}
+    if with_metrics:
+        ckpt["metrics"] = {"max_accuracy": 42.7, "max_miou": 53.8}
+    ckpt.update(max_accuracy=42.7, max_miou=53.8, epoch=29, config=_authors_config(state, kind),
+                amp={"loss_scaler0": {"loss_scale": 65536.0, "unskipped": 0}})
+    torch.save(ckpt, path)
+
+
+def save_plain_state_dict(path, state):
+    """The state dict alone: tensors only, readable with weights_only=True."""
+    torch.save({k: v.clone() for k, v in state.items()}, path)
 
 
 def small_bpe(path, vocab_size: int, words):
