@@ -1,9 +1,8 @@
-"""A deliberately literal transcription of the reference PnP-OVSS steps (the authors' code,
-github.com/letitiabanana/PnP-OVSS: preprocessing, GradCAM, Salience Dropout, threshold, background, blur and
-DenseCRF, as listed in docs/deviations.md), written independently of the engine so the engine can be
-checked against it.
+"""The project's own step-by-step reference of PnP-OVSS as the authors run it (github.com/letitiabanana/PnP-OVSS:
+preprocessing, GradCAM, Salience Dropout, threshold, background, blur and DenseCRF, as listed in
+docs/deviations.md), written independently of the engine so the engine can be checked against it.
 
-Literal on purpose: full autograd through the whole model with loss.backward() and a hook that keeps the
+Plain on purpose: full autograd through the whole model with loss.backward() and a hook that keeps the
 attention probabilities' gradient (as LAVIS did), numpy argsort for the patch choice, scipy's
 gaussian_filter and pydensecrf for post-processing, a lookup table for the final labels.
 """

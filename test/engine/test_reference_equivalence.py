@@ -1,4 +1,4 @@
-"""The engine's paper preset against a literal transcription of the reference, and the realtime preset
+"""The engine's paper preset against the project's independent step-by-step reference, and the realtime preset
 against the paper preset when it is asked to do the same work."""
 import numpy as np
 import pytest
