@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import pgseg_checkpoints as ckpts
 import pgseg_reference as ref
 from ovss_ros.model_loading import ModelLoadError
-from ovss_ros.pgseg import convert as convert_module
+from ovss_ros.pgseg import checkpoint_file
 from ovss_ros.pgseg.convert import ConversionError, convert, infer_config, main, one_line, rename
 from ovss_ros.pgseg.loading import PGSegCheck
 from ovss_ros.pgseg.model import PGSegModel, project, text_embeddings, vision_forward
@@ -155,7 +155,7 @@ def test_quoted_library_messages_lose_their_escape_codes(source, tmp_path, monke
     def failing_load(*args, **kwargs):
         raise RuntimeError(coloured)
 
-    monkeypatch.setattr(convert_module.torch, "load", failing_load)
+    monkeypatch.setattr(checkpoint_file.torch, "load", failing_load)
     for trust in (False, True):
         with pytest.raises(ConversionError) as err:
             convert(source.tmp / "pgseg.pth", tmp_path / "out", bpe=source.bpe, trust_pickle=trust)
