@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import PRESETS, parse_overrides
+from .config import MODEL_DTYPES, PRESETS, parse_overrides
 from .pgseg.config import PGSEG_PRESETS
 from .model_loading import DEFAULT_MODEL
 
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
                    f"{', '.join(sorted(PGSEG_PRESETS))} for pgseg (default: the method's published protocol, "
                    "paper / pgseg)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", default="float32", choices=MODEL_DTYPES)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="engine parameter override, repeatable (e.g. --set dropout_rounds=2)")
     p.add_argument("--present", help="comma-separated classes to segment, bypassing class presence")

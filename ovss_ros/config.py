@@ -25,6 +25,7 @@ PROMPT_MODES = ("single", "per_class")
 GRADCAM_ROWS = ("class_tokens", "first_token")
 PRESENCE_MODES = ("itm", "all")
 VISION_DTYPES = ("auto", "float32", "bfloat16", "float16")
+MODEL_DTYPES = ("float32", "bfloat16", "float16")        # the weights' dtype (`dtype` of from_pretrained, the node)
 COMPILE_MODES = ("none", "torch_compile")
 
 # Blur/CRF never run above this long side, whatever postprocess_max_side says (None = up to this cap):
@@ -236,6 +237,30 @@ PRESETS: dict[str, dict[str, Any]] = {
         crf_bilateral_srgb=10.0,
     ),
 }
+
+
+def check_vision_dtype(vision_dtype: str, weights_dtype: str) -> None:
+    """Refuse an encoder pass in one half type over weights in the other. torch's autocast pairs float32 with
+    one lower precision: its promote ops (cat, stack, ...) raise on bf16 next to fp16, and CPU LayerNorm on
+    mixed half types; BLIP's first cat and GroupViT's first LayerNorm (on the CPU) hit that on the first frame.
+    Refused with the settings instead."""
+    half = ("bfloat16", "float16")
+    if vision_dtype in half and weights_dtype in half and vision_dtype != weights_dtype:
+        raise ValueError(f"vision_dtype={vision_dtype!r} cannot run over {weights_dtype} weights (torch's autocast "
+                         f"mixes float32 with one lower precision only): use vision_dtype {weights_dtype!r}, or "
+                         f"'float32' / 'auto' (no autocast: the {weights_dtype} weights run as they are), or load "
+                         f"the model with dtype 'float32' or {vision_dtype!r}")
+
+
+def vision_autocast_dtype(vision_dtype: str, weights_dtype: str, device_type: str) -> Optional[str]:
+    """The autocast dtype of the no-grad encoder pass, None for no autocast (the pass runs in the weights'
+    dtype). `auto` lowers float32 weights to bf16 on CUDA only; half weights run as they are (fp16 weights under a
+    bf16 autocast would be the refused pair)."""
+    if vision_dtype == "auto":
+        if weights_dtype != "float32":
+            return None
+        vision_dtype = "bfloat16" if device_type == "cuda" else "float32"
+    return None if vision_dtype == "float32" else vision_dtype
 
 
 def parse_value(text: str, current: Any = None) -> Any:

@@ -28,11 +28,12 @@ def token_gradcam(probs: dict[int, torch.Tensor], grads: Sequence[torch.Tensor],
     """Per-token GradCAM maps [B, T, N] over image patches (image CLS key dropped); B = frames x captions."""
     gc = None
     for i, g in zip(layers, grads):
-        cam = probs[i].detach()[..., 1:] * g[..., 1:].clamp(min=0)
+        # float32 products: with fp16 weights A * dL/dA (~1e-5) would sit in fp16's subnormal range
+        cam = probs[i].detach()[..., 1:].float() * g[..., 1:].float().clamp(min=0)
         cam = cam.mean(dim=1) if head == "mean" else cam[:, int(head)]
         gc = cam if gc is None else gc + cam
     b, t = text_mask.shape
-    return gc.float().reshape(b, t, -1) * text_mask[:, :, None].to(torch.float32)
+    return gc.reshape(b, t, -1) * text_mask[:, :, None].to(torch.float32)
 
 
 def class_maps(token_maps: torch.Tensor, plan: CaptionPlan, presence_layout: bool = False) -> torch.Tensor:

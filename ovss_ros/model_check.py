@@ -7,15 +7,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from .config import SegmenterConfig
+from .config import SegmenterConfig, check_vision_dtype
 from .prompts import PromptBatch, build_prompts, enc_token_id, normalize_vocabulary
 
 
 class ModelCheck:
-    def __init__(self, model_config, tokenizer, name: str = "") -> None:
+    def __init__(self, model_config, tokenizer, name: str = "", weights_dtype: str = "float32") -> None:
         self.model_config = model_config      # transformers BlipConfig
         self.tokenizer = tokenizer
         self.name = name
+        self.weights_dtype = weights_dtype    # what the weights are (or will be) loaded as: limits vision_dtype
         text = model_config.text_config
         self.text_layers = int(text.num_hidden_layers)
         self.heads = int(text.num_attention_heads)
@@ -26,25 +27,29 @@ class ModelCheck:
 
     @classmethod
     def from_loaded(cls, loaded) -> "ModelCheck":
-        return cls(loaded.model.config, loaded.tokenizer, loaded.name)
+        from .model_loading import dtype_name
+
+        return cls(loaded.model.config, loaded.tokenizer, loaded.name,
+                   dtype_name(next(loaded.model.parameters()).dtype))
 
     @classmethod
     def from_pretrained(cls, model: Union[str, Path], local_files_only: Optional[bool] = None,
-                        revision: Optional[str] = None) -> "ModelCheck":
+                        revision: Optional[str] = None, dtype: str = "float32") -> "ModelCheck":
         """Config and tokenizer of a Hub id or local checkpoint: seconds, where the weights take minutes.
-        A checkpoint that is not BLIP (e.g. GroupViT) is one ModelLoadError naming both kinds."""
+        A checkpoint that is not BLIP (e.g. GroupViT) is one ModelLoadError naming both kinds. `dtype`: what
+        the weights will be loaded as."""
         from transformers import AutoConfig, AutoTokenizer
 
-        from .model_loading import hub_errors
+        from .model_loading import hub_errors, resolve_dtype_name
         from .pgseg.loading import check_method
 
-        name = str(model)
+        name, weights = str(model), resolve_dtype_name(dtype)
         with hub_errors(name, local_files_only) as offline:
             # AutoConfig, not BlipConfig: BlipConfig reads any config.json and would take a GroupViT silently
             config = AutoConfig.from_pretrained(name, local_files_only=offline, revision=revision)
             check_method(config.model_type, "pnp_ovss", name)
             tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=offline, revision=revision)
-        return cls(config, tokenizer, name)
+        return cls(config, tokenizer, name, weights)
 
     # -- settings -----------------------------------------------------------------------------------
     def layers(self, layer: Union[int, str]) -> list[int]:
@@ -58,6 +63,7 @@ class ModelCheck:
     def check_config(self, cfg: SegmenterConfig) -> SegmenterConfig:
         """The settings if this model can run them; ValueError with the reason otherwise."""
         cfg.validate()
+        check_vision_dtype(cfg.vision_dtype, self.weights_dtype)
         self.layers(cfg.gradcam_layer)
         if cfg.gradcam_head != "mean" and not 0 <= int(cfg.gradcam_head) < self.heads:
             raise ValueError(f"gradcam_head={cfg.gradcam_head} but the cross-attention has {self.heads} heads "

@@ -9,6 +9,8 @@ from typing import Optional, Union
 
 import torch
 
+from .config import MODEL_DTYPES
+
 DEFAULT_MODEL = "Salesforce/blip-itm-large-flickr"
 KNOWN_CHECKPOINTS = (
     "Salesforce/blip-itm-large-flickr",   # the paper's choice
@@ -16,7 +18,12 @@ KNOWN_CHECKPOINTS = (
     "Salesforce/blip-itm-base-coco",
     "Salesforce/blip-itm-base-flickr",
 )
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_DTYPES = {name: getattr(torch, name) for name in MODEL_DTYPES}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """'bfloat16' for torch.bfloat16: the names the settings use."""
+    return str(dtype).removeprefix("torch.")
 
 
 class ModelLoadError(RuntimeError):
@@ -51,6 +58,11 @@ def resolve_dtype(dtype: Union[str, torch.dtype]) -> torch.dtype:
     if dtype not in _DTYPES:
         raise ValueError(f"dtype {dtype!r}: expected one of {sorted(_DTYPES)}")
     return _DTYPES[dtype]
+
+
+def resolve_dtype_name(dtype: Union[str, torch.dtype]) -> str:
+    """A dtype argument (name or torch.dtype) as its checked name."""
+    return dtype_name(resolve_dtype(dtype))
 
 
 def _offline() -> bool:

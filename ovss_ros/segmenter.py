@@ -9,11 +9,11 @@ import numpy as np
 import torch
 
 from . import text_pass
-from .config import PRESETS, SegmenterConfig, make_config
+from .config import PRESETS, SegmenterConfig, make_config, vision_autocast_dtype
 from .frame_batch import FrameBatch, FrameInput, FrameOutput
 from .image_io import check_frame_tensor, preprocess, preprocess_torch, to_rgb_uint8
 from .model_check import ModelCheck
-from .model_loading import DEFAULT_MODEL, LoadedModel, load_blip, wrap_blip
+from .model_loading import DEFAULT_MODEL, LoadedModel, dtype_name, load_blip, wrap_blip
 from .prompts import VocabularyError
 from .result import SegmentationResult, TensorResult
 from .text_cache import TextCache
@@ -203,12 +203,10 @@ class Segmenter:
     # -- frames ---------------------------------------------------------------------------------
     def vision(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Image tokens [F, N+1, D] of model inputs [F, 3, S, S] (no gradient: GradCAM starts at the text)."""
-        dtype = self._config.vision_dtype
-        if dtype == "auto":
-            dtype = "bfloat16" if self.device.type == "cuda" else "float32"
         param_dtype = next(self.model.parameters()).dtype
-        with torch.no_grad(), torch.autocast(self.device.type, dtype=getattr(torch, dtype),
-                                             enabled=dtype != "float32"):
+        cast = vision_autocast_dtype(self._config.vision_dtype, dtype_name(param_dtype), self.device.type)
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=getattr(torch, cast or "float32"),
+                                             enabled=cast is not None):
             out = self._vision_model(pixel_values=pixel_values.to(param_dtype), interpolate_pos_encoding=True)
         return out.last_hidden_state.to(param_dtype)
 

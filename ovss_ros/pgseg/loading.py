@@ -14,7 +14,9 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from ..model_loading import ModelLoadError, hub_errors, resolve_device, resolve_dtype
+from ..config import check_vision_dtype
+from ..model_loading import (ModelLoadError, dtype_name, hub_errors, resolve_device, resolve_dtype,
+                             resolve_dtype_name)
 from ..prompts import VocabularyError, normalize_vocabulary
 from .config import PGSegConfig
 from .model import PGSegModel
@@ -174,32 +176,37 @@ class PGSegCheck:
     """What a GroupViT checkpoint accepts, from its config and tokenizer alone (no weights): the node holds
     one from configure on, so settings and vocabularies are refused with the same reasons loaded or not."""
 
-    def __init__(self, model_config, tokenizer, name: str = "") -> None:
+    def __init__(self, model_config, tokenizer, name: str = "", weights_dtype: str = "float32") -> None:
         self.model_config = model_config
         self.tokenizer = tokenizer
         self.name = name
+        self.weights_dtype = weights_dtype    # what the weights are (or will be) loaded as: limits vision_dtype
         self.max_tokens = int(model_config.text_config.max_position_embeddings)   # CLIP's 77
         self.patch_size = int(model_config.vision_config.patch_size)
         self.native_image_size = int(model_config.vision_config.image_size)
 
     @classmethod
     def from_loaded(cls, loaded: LoadedGroupViT) -> "PGSegCheck":
-        return cls(loaded.model.config, loaded.tokenizer, loaded.name)
+        return cls(loaded.model.config, loaded.tokenizer, loaded.name,
+                   dtype_name(next(loaded.model.parameters()).dtype))
 
     @classmethod
-    def from_pretrained(cls, model, local_files_only: Optional[bool] = None, revision: Optional[str] = None):
+    def from_pretrained(cls, model, local_files_only: Optional[bool] = None, revision: Optional[str] = None,
+                        dtype: str = "float32"):
+        """`dtype`: what the weights will be loaded as."""
         from transformers import AutoConfig, AutoTokenizer
 
-        name = str(model)
+        name, weights = str(model), resolve_dtype_name(dtype)
         with hub_errors(name, local_files_only) as offline:
             config = AutoConfig.from_pretrained(name, local_files_only=offline, revision=revision)
             check_method(config.model_type, "pgseg", name)
             check_conversion(name, config, offline, revision)
             tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=offline, revision=revision)
-        return cls(config, tokenizer, name)
+        return cls(config, tokenizer, name, weights)
 
     def check_config(self, cfg: PGSegConfig) -> PGSegConfig:
         cfg.validate()
+        check_vision_dtype(cfg.vision_dtype, self.weights_dtype)
         for field in ("image_size", "crop_size", "crop_stride"):
             value = getattr(cfg, field)
             if value is not None and value % self.patch_size:

@@ -106,7 +106,9 @@ def vision_forward(model: PGSegModel, pixel_values: torch.Tensor, use_npr: bool 
     and `use_npr`). Any input size whose sides are multiples of the patch size (position embeddings
     interpolated bicubically, as the authors do at test time)."""
     vision = model.vision_model
-    x = vision.embeddings(pixel_values, interpolate_pos_encoding=True)
+    # GroupViT's patch embedding does not cast its input (BLIP's does): pixels arrive in float32
+    weights = vision.embeddings.patch_embeddings.projection.weight.dtype
+    x = vision.embeddings(pixel_values.to(weights), interpolate_pos_encoding=True)
     npr = list(model.npr) if (use_npr and model.npr is not None) else None
     out = VisionOutput(tokens=x, assignments=[])
     group_tokens = None
@@ -138,29 +140,32 @@ def vision_forward(model: PGSegModel, pixel_values: torch.Tensor, use_npr: bool 
 
 
 def project(model: GroupViTModel, projection: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """A projection MLP (Linear / BatchNorm1d / ReLU / Linear) over the last dim of [..., D]."""
+    """A projection MLP (Linear / BatchNorm1d / ReLU / Linear) over the last dim of [..., D], in the
+    projector's dtype (tokens may come out of an autocast pass in another)."""
     shape = x.shape
+    x = x.to(next(projection.parameters()).dtype)
     return projection(x.reshape(-1, shape[-1])).reshape(*shape[:-1], -1)
 
 
 def image_embeddings(model: PGSegModel, vision: VisionOutput) -> tuple[torch.Tensor, torch.Tensor]:
-    """(group embeddings [B, G, P], pooled image embedding [B, P]), both L2-normalised: the projector on each
-    final group token, and on their mean (the authors' avgpool over the last stage's tokens)."""
+    """(group embeddings [B, G, P], pooled image embedding [B, P]), both L2-normalised float32: the projector on
+    each final group token, and on their mean (the authors' avgpool over the last stage's tokens)."""
     groups = project(model, model.visual_projection, vision.tokens)
-    pooled = project(model, model.visual_projection, vision.tokens.mean(dim=1))
-    return F.normalize(groups, dim=-1), F.normalize(pooled, dim=-1)
+    pooled = project(model, model.visual_projection, vision.tokens.float().mean(dim=1))
+    # float32 whatever the weights: the class scores are softmaxes at logit scale up to 100
+    return F.normalize(groups.float(), dim=-1), F.normalize(pooled.float(), dim=-1)
 
 
 def text_embeddings(model: GroupViTModel, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor],
                     templates: int = 1) -> torch.Tensor:
     """Class embeddings [C, P] from [C * templates, T] token ids: EOT feature -> projector -> mean over
-    templates -> L2-normalise (the authors average before normalising)."""
+    templates -> L2-normalise (the authors average before normalising); float32 whatever the weights."""
     pooled = model.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output
-    emb = project(model, model.text_projection, pooled)
+    emb = project(model, model.text_projection, pooled).float()
     emb = emb.reshape(-1, templates, emb.shape[-1]).mean(dim=1)
     return F.normalize(emb, dim=-1)
 
 
 def logit_scale(model: GroupViTModel) -> torch.Tensor:
     """exp(logit_scale) clamped at 100, as the authors' inference; transformers' GroupViT does not clamp."""
-    return model.logit_scale.exp().clamp(max=100)
+    return model.logit_scale.float().exp().clamp(max=100)

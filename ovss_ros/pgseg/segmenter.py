@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import vision_autocast_dtype
 from ..image_io import check_frame_tensor, to_rgb_uint8
 from ..prompts import VocabularyError
 from ..result import SegmentationResult, TensorResult
@@ -109,12 +110,9 @@ class PGSegSegmenter:
 
     def _encode(self, crops: torch.Tensor):
         """(pixel->group index [n, h, w], group embeddings [n, G, P], pooled embeddings [n, P]) of windows."""
-        dtype = self._config.vision_dtype
-        if dtype == "auto":
-            dtype = "bfloat16" if self.device.type == "cuda" else "float32"
-        with torch.autocast(self.device.type, dtype=getattr(torch, dtype), enabled=dtype != "float32"):
+        cast = vision_autocast_dtype(self._config.vision_dtype, self.check.weights_dtype, self.device.type)
+        with torch.autocast(self.device.type, dtype=getattr(torch, cast or "float32"), enabled=cast is not None):
             vision = vision_forward(self.model, crops, use_npr=self._config.npr)
-        vision.tokens = vision.tokens.float()
         groups_index = inference.pixel_groups([a.float() for a in vision.assignments], tuple(crops.shape[-2:]),
                                               self.check.patch_size)
         groups, pooled = image_embeddings(self.model, vision)

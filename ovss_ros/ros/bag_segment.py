@@ -10,6 +10,8 @@ import functools
 import sys
 import time
 
+from ovss_ros.config import MODEL_DTYPES
+
 from .bag_io import detect_storage
 from .bag_pipeline import OUTPUTS, BagOutputOptions, OutputBagSink, bag_messages, done, run_bag, segment_frames
 from .vocabulary import parse_vocabulary_text
@@ -28,7 +30,7 @@ def add_segmentation_args(ap: argparse.ArgumentParser) -> None:
                     help="engine preset: realtime (default) or tiny, for either method; paper (pnp_ovss), "
                          "pgseg (pgseg)")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--dtype", default="float32", choices=MODEL_DTYPES)
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KNOB=VALUE",
                     help="engine knob of the method (repeatable), as for ovss-segment: dropout_rounds=1, "
                          "presence_top_k=none (pnp_ovss); top_k=none, crop_size=none (pgseg)")

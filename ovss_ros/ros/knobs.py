@@ -133,16 +133,16 @@ class KnobTable:
             lo = self.none_sentinel[name] if lo is None else min(lo, self.none_sentinel[name])
         return lo, hi
 
-    def checker(self, model: str, local_files_only: Optional[bool]):
-        """What the model accepts (config and tokenizer, no weights); a checkpoint of the other method's kind
-        is one ModelLoadError naming both."""
+    def checker(self, model: str, local_files_only: Optional[bool], dtype: str = "float32"):
+        """What the model accepts (config and tokenizer, no weights; `dtype`: what the weights will be loaded
+        as); a checkpoint of the other method's kind is one ModelLoadError naming both."""
         if self.method == "pgseg":
             from ovss_ros.pgseg.loading import PGSegCheck
 
-            return PGSegCheck.from_pretrained(model, local_files_only=local_files_only)
+            return PGSegCheck.from_pretrained(model, local_files_only=local_files_only, dtype=dtype)
         from ovss_ros.model_check import ModelCheck
 
-        return ModelCheck.from_pretrained(model, local_files_only=local_files_only)
+        return ModelCheck.from_pretrained(model, local_files_only=local_files_only, dtype=dtype)
 
 
 ENGINE = KnobTable("pnp_ovss", "engine.", SegmenterConfig, make_config, tuple(PRESETS), ENGINE_CHOICES,

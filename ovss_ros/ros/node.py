@@ -123,7 +123,7 @@ class OvssNode(ParameterHandling, LifecycleNode):
 
         method = self.p("method")
         try:   # the method's checker: a checkpoint of the other kind is one error naming both
-            checker = KNOBS[method].checker(self.p("model"), self.p("local_files_only") or None)
+            checker = KNOBS[method].checker(self.p("model"), self.p("local_files_only") or None, self.p("dtype"))
             self.engine = EngineState(checker, self.unconfigured_config())
         except (ModelLoadError, OSError) as exc:
             return self._fail(f"{str(exc).rstrip('. ')}. {load_help(method)}")

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from ovss_ros.config import MODEL_DTYPES
+
 from .knobs import ENGINE, KNOBS, METHODS, PRESET_NAMES, KnobTable
 
 # When a changed value is used: "start" (read once; read_only), "configure" (next configure transition;
@@ -36,7 +38,7 @@ NODE_PARAMS = [
               "segmentation method: pnp_ovss (PnP-OVSS, engine.* knobs) or pgseg (PGSeg, pgseg.* knobs); a "
               "checkpoint of the other kind fails configure, naming both", METHODS),
     ParamSpec("device", "auto", CONFIGURE, "auto (cuda:0 when available, else cpu), cpu, cuda, cuda:N"),
-    ParamSpec("dtype", "float32", CONFIGURE, "model weights dtype", ("float32", "bfloat16", "float16")),
+    ParamSpec("dtype", "float32", CONFIGURE, "model weights dtype", MODEL_DTYPES),
     ParamSpec("local_files_only", False, CONFIGURE,
               "never contact the Hub (also implied by HF_HUB_OFFLINE=1)"),
     ParamSpec("torch_threads", 0, CONFIGURE,

@@ -93,3 +93,19 @@ def test_wrong_kind_checkpoint_is_refused_naming_both(tiny_pgseg_dir, tiny_blip_
         ENGINE.checker(str(tiny_pgseg_dir), True)
     with pytest.raises(ModelLoadError, match=r"method 'pgseg' needs a GroupViT.*'blip' checkpoint.*'pnp_ovss'"):
         PGSEG.checker(str(tiny_blip_dir), True)
+
+
+@pytest.mark.parametrize("method", ["pnp_ovss", "pgseg"])
+def test_the_weights_dtype_limits_vision_dtype_from_configure_on(method, tiny_blip_dir, tiny_pgseg_dir):
+    """What the node builds at configure (the checker told the `dtype` parameter, no weights loaded) refuses an
+    encoder pass in the other half type, at configure and as a later parameter change."""
+    folder, knobs = str({"pnp_ovss": tiny_blip_dir, "pgseg": tiny_pgseg_dir}[method]), KNOBS[method]
+    checker = knobs.checker(folder, True, "bfloat16")
+    reason = "vision_dtype='float16' cannot run over bfloat16 weights"
+    with pytest.raises(ValueError, match=reason):
+        EngineState(checker, knobs.config("tiny", vision_dtype="float16"))
+    state = EngineState(checker, knobs.config("tiny", vision_dtype="auto"))
+    with pytest.raises(ValueError, match=reason):
+        state.check_config({"vision_dtype": "float16"})
+    assert state.check_config({"vision_dtype": "bfloat16"}).vision_dtype == "bfloat16"
+    EngineState(knobs.checker(folder, True, "float32"), knobs.config("tiny", vision_dtype="float16"))
