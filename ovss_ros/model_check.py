@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from .config import SegmenterConfig, check_vision_dtype
-from .prompts import PromptBatch, build_prompts, enc_token_id, normalize_vocabulary
+from .prompts import PromptBatch, build_prompts, enc_token_id, normalize_vocabulary, refuse_same_tokens
 
 
 class ModelCheck:
@@ -76,12 +76,15 @@ class ModelCheck:
     # -- vocabulary ---------------------------------------------------------------------------------
     def prompts(self, classes: Sequence[str], cfg: SegmenterConfig) -> tuple[tuple, PromptBatch]:
         """Checked class names and their per-class captions (class presence, per_class GradCAM). Raises
-        VocabularyError naming the problem: empty, duplicate or over-long names, words the tokenizer does
+        VocabularyError naming the problem: empty, duplicate (also as the tokenizer reads them) or over-long names, words the tokenizer does
         not know, captions longer than the text model takes."""
         names = normalize_vocabulary(classes, cfg.max_classes, cfg.max_class_name_length)
         presence = build_prompts(self.tokenizer, names, cfg.prompt_template, per_class=True,
                                  first_rows=cfg.gradcam_rows == "first_token", enc_id=self.enc_id,
                                  max_length=self.max_tokens)
+        # class-word tokens in each class's own caption: what the model reads for that class
+        refuse_same_tokens(names, [presence.input_ids[presence.class_caption[c], presence.class_rows[c]].tolist()
+                                   for c in range(len(names))])
         if cfg.prompt_mode == "single":   # fail now, not on the first frame, if the full caption is unusable
             self.single_caption(names, cfg)
         return names, presence

@@ -17,7 +17,7 @@ import torch
 from ..config import check_vision_dtype
 from ..model_loading import (ModelLoadError, dtype_name, hub_errors, resolve_device, resolve_dtype,
                              resolve_dtype_name)
-from ..prompts import VocabularyError, normalize_vocabulary
+from ..prompts import VocabularyError, normalize_vocabulary, refuse_same_tokens
 from .config import PGSegConfig
 from .model import PGSegModel
 
@@ -225,6 +225,9 @@ class PGSegCheck:
             raise VocabularyError(f"the caption of class {names[worst]!r} has {lengths[worst]} tokens but the text "
                                   f"model takes at most {self.max_tokens} (its context length): use a shorter "
                                   "class name")
+        # one template for every class: equal captions <=> the tokenizer reads the names alike
+        refuse_same_tokens(names, [ids[mask.bool()].tolist() for ids, mask in zip(enc["input_ids"],
+                                                                                   enc["attention_mask"])])
         return names, ClassTokens(enc["input_ids"], enc["attention_mask"])
 
     def check_vocabulary(self, classes: Sequence[str], cfg: PGSegConfig) -> tuple:
