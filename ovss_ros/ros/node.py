@@ -7,7 +7,6 @@ unsubscribes and frees the model and its GPU memory; cleanup releases everything
 the process when the node owns it. rclpy's state machine is the only record of the state."""
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -36,6 +35,7 @@ from . import diagnostics, outputs, qos
 from .camera_inputs import CameraInputs, topic
 from .frame_pipeline import CameraOutputs, FramePipeline, PublishGate
 from .overlay_thread import OverlayPublisher
+from .process_exit import EXECUTOR_WAIT, ExitDeadline, end_process
 from .node_params import ParameterHandling, StartupError, add_post_set_callback, declare_all
 from .knobs import KNOBS, load_help
 from .stats import CameraStats, StageLatency
@@ -231,12 +231,12 @@ class OvssNode(ParameterHandling, LifecycleNode):
         """Release everything; wait=False abandons a frame in flight (the process is ending)."""
         self._inputs.close()
         self._activated_at = None
-        self.gate.close()
+        self.gate.close(1.0 if wait else 0.0)   # exiting: a publish under way finishes alone, none starts
         if self._worker is not None:
-            self._worker.stop(10.0 if wait else 0.5)   # a frame still running is abandoned: nothing is published
+            self._worker.stop(10.0 if wait else 0.0)   # exiting: a frame still running is abandoned, not joined
             self._worker = None
         if self._overlays is not None:
-            self._overlays.stop(2.0 if wait else 0.2)
+            self._overlays.stop(2.0 if wait else 0.0)
             self._overlays = None
         self._pipeline = None
         if self.engine is not None:
@@ -371,16 +371,13 @@ def main(argv=None) -> int:
     except Exception:   # noqa: BLE001 - a signal can shut the context down in the middle of a wait
         if rclpy.ok():
             raise
-    finally:
+    finally:   # within EXIT_BUDGET, whatever hangs (process_exit says where the time went and why)
+        ExitDeadline(lambda: node.exit_code).start()
         node._teardown(wait=False)   # SIGINT/SIGTERM mid-frame: abandon the frame, publish nothing
-        executor.shutdown(timeout_sec=1.0)
+        executor.shutdown(timeout_sec=EXECUTOR_WAIT)
         node.destroy_node()
         rclpy.try_shutdown()
-    # End now: a frame may still be computing in torch, and tearing down torch and the model at interpreter
-    # exit takes seconds; everything of ours is released and the logs are flushed.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(node.exit_code)
+    end_process(node.exit_code)   # not the interpreter's exit: torch may still be inside the frame
 
 
 if __name__ == "__main__":
