@@ -2,6 +2,7 @@
 
 ros2 launch ovss_ros ovss.launch.py image_topics:=/camera/color/image_raw vocabulary:="person, chair" rviz:=true
 ros2 launch ovss_ros ovss.launch.py cameras:=front,rear image_topics:=/front/image_raw,/rear/image_raw
+ros2 launch ovss_ros ovss.launch.py fastdds_profile:=false    # Fast DDS defaults (no large-frames profile)
 Arguments left empty keep the values of params_file (config/ovss.yaml by default)."""
 import os
 import tempfile
@@ -13,7 +14,8 @@ from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 
-from ovss_ros.ros.launch_logic import node_parameter_overrides, node_remappings, rviz_config, split_list
+from ovss_ros.ros.launch_logic import (node_environment, node_parameter_overrides, node_remappings, rviz_config,
+                                       split_list)
 
 SHARE = get_package_share_directory("ovss_ros")
 ARGS = [
@@ -31,6 +33,11 @@ ARGS = [
     ("log_level", "info", "node log level"),
     ("rviz", "false", "start rviz2 with config/ovss.rviz (camera, overlay, labels)"),
     ("rviz_config", os.path.join(SHARE, "config", "ovss.rviz"), "rviz2 config to start from"),
+    ("fastdds_profile", "true", "give the node the Fast DDS large-frames profile (shared memory for camera-sized "
+                                "messages; give it to the camera driver too: docs/ros_node.md); false = Fast DDS "
+                                "defaults. A profile already set in the environment is kept"),
+    ("fastdds_profile_file", os.path.join(SHARE, "config", "fastdds_large_frames.xml"),
+     "Fast DDS XML profile used with fastdds_profile:=true"),
 ]
 
 
@@ -46,7 +53,8 @@ def _nodes(context):
                          parameters=[arg["params_file"], overrides],
                          remappings=node_remappings(cameras, topics, arg["input_transport"] or "raw"),
                          arguments=["--ros-args", "--log-level", arg["log_level"]], output="screen",
-                         emulate_tty=True)
+                         emulate_tty=True,
+                         additional_env=node_environment(arg["fastdds_profile"], arg["fastdds_profile_file"]))
     with open(arg["rviz_config"]) as f:
         text = rviz_config(f.read(), arg["namespace"], cameras[0] if cameras else "", topics[0] if topics else "")
     rviz_file = os.path.join(tempfile.mkdtemp(prefix="ovss_rviz_"), "ovss.rviz")

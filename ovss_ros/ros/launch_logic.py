@@ -2,7 +2,11 @@
 even though launch/launch_ros are not installable on these machines."""
 from __future__ import annotations
 
-from typing import Optional
+import os
+from typing import Mapping, Optional
+
+# Fast DDS reads its default XML profile from this variable (Humble's Fast DDS 2.x from the older name too).
+PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
 
 # Topics in config/ovss.rviz, as the node publishes them with no namespace and the default camera.
 RVIZ_TOPICS = {"camera": "/image", "overlay": "/segmentation/overlay", "labels": "/segmentation/labels"}
@@ -57,3 +61,17 @@ def rviz_config(template: str, namespace: str = "", camera: str = "", image_topi
     for key, default in RVIZ_TOPICS.items():
         template = template.replace(f"Value: {default}\n", f"Value: {topics[key]}\n")
     return template
+
+
+def is_true(text: str) -> bool:
+    return text.strip().lower() in ("true", "1", "yes", "on")
+
+
+def node_environment(fastdds_profile: str, profile_file: str, environ: Optional[Mapping[str, str]] = None) -> dict:
+    """Variables the launch adds to the node's environment: the large-frames Fast DDS profile
+    (config/fastdds_large_frames.xml) unless turned off, or unless the environment already names a profile
+    file, which the node then inherits (an operator's own profile wins)."""
+    environ = environ if environ is not None else os.environ
+    if not is_true(fastdds_profile) or any(environ.get(v) for v in PROFILE_VARIABLES):
+        return {}
+    return {v: profile_file for v in PROFILE_VARIABLES}

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ovss_ros.ros.launch_logic import node_parameter_overrides, node_remappings, rviz_config
+from ovss_ros.ros.launch_logic import (PROFILE_VARIABLES, node_environment, node_parameter_overrides,
+                                       node_remappings, rviz_config)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,7 +48,8 @@ def test_launch_file_declares_the_documented_arguments():
     tree = ast.parse((REPO / "launch" / "ovss.launch.py").read_text())
     args = next(n for n in ast.walk(tree) if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "ARGS")
     names = {elt.elts[0].value for elt in args.value.elts}
-    assert {"image_topics", "params_file", "namespace", "model", "method", "device", "preset", "rviz"} <= names
+    assert {"image_topics", "params_file", "namespace", "model", "method", "device", "preset", "rviz",
+            "fastdds_profile", "fastdds_profile_file"} <= names
 
 
 def test_params_files_are_valid_ros_parameter_files():
@@ -87,9 +89,37 @@ def _stub_launch_modules(monkeypatch):
     monkeypatch.setattr(packages, "get_package_share_directory", lambda pkg: str(REPO))
 
 
+def test_large_frames_profile_goes_to_the_node_unless_off_or_already_set():
+    on = node_environment("true", "/share/p.xml", environ={})
+    assert on["FASTDDS_DEFAULT_PROFILES_FILE"] == "/share/p.xml" and set(on) == set(PROFILE_VARIABLES)
+    assert node_environment("false", "/share/p.xml", environ={}) == {}
+    assert node_environment("true", "/share/p.xml", environ={"FASTDDS_DEFAULT_PROFILES_FILE": "/mine.xml"}) == {}
+
+
+def test_shipped_profile_sizes_shared_memory_for_4k_frames():
+    import xml.etree.ElementTree as ET
+
+    ns = {"d": "http://www.eprosima.com"}
+    root = ET.parse(REPO / "config" / "fastdds_large_frames.xml").getroot()
+    shm = next(t for t in root.iterfind(".//d:transport_descriptor", ns) if t.findtext("d:type", namespaces=ns) == "SHM")
+    segment, message = int(shm.findtext("d:segment_size", namespaces=ns)), int(shm.findtext("d:maxMessageSize",
+                                                                                               namespaces=ns))
+    assert message >= 3840 * 2160 * 3 and segment >= message   # Fast DDS refuses a message larger than the segment
+    participant = root.find(".//d:participant", ns)
+    assert participant.get("is_default_profile") == "true"
+    rtps = participant.find("d:rtps", ns)
+    assert rtps.findtext("d:useBuiltinTransports", namespaces=ns) == "false"
+    used = [t.text for t in rtps.iterfind("d:userTransports/d:transport_id", ns)]
+    kinds = {t.findtext("d:transport_id", namespaces=ns): t.findtext("d:type", namespaces=ns)
+             for t in root.iterfind(".//d:transport_descriptor", ns)}
+    assert sorted(kinds[t] for t in used) == ["SHM", "UDPv4"]   # UDP for discovery and other hosts
+
+
 def test_launch_file_builds_node_and_rviz_from_arguments(monkeypatch):
     import importlib.util
 
+    for var in PROFILE_VARIABLES:
+        monkeypatch.delenv(var, raising=False)
     _stub_launch_modules(monkeypatch)
     spec = importlib.util.spec_from_file_location("ovss_launch", REPO / "launch" / "ovss.launch.py")
     module = importlib.util.module_from_spec(spec)
@@ -107,6 +137,9 @@ def test_launch_file_builds_node_and_rviz_from_arguments(monkeypatch):
     assert kw["parameters"][0] == str(REPO / "config" / "ovss.yaml")
     assert kw["parameters"][1] == {"use_sim_time": False, "preset": "tiny", "vocabulary": ["a", "b c"]}
     assert kw["remappings"] == [("image", "/cam/image_raw")]
+    assert kw["additional_env"]["FASTDDS_DEFAULT_PROFILES_FILE"] == str(REPO / "config" / "fastdds_large_frames.xml")
+    plain_node, _ = entities[-1]({**context, "fastdds_profile": "false"})
+    assert plain_node.kwargs["additional_env"] == {}
     assert rviz.kwargs["executable"] == "rviz2" and rviz.kwargs["condition"] == ("if", "true")
     rviz_file = Path(rviz.kwargs["arguments"][1])
     topics = [d["Topic"]["Value"] for d in yaml.safe_load(rviz_file.read_text())["Visualization Manager"]["Displays"]]
