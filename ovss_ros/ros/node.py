@@ -20,7 +20,7 @@ passive_openmp_wait()   # before torch loads (process_tuning says why)
 import rclpy  # noqa: E402
 import torch  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos_overriding_options import QoSOverridingOptions
@@ -39,7 +39,7 @@ from .process_exit import EXECUTOR_WAIT, ExitDeadline, end_process
 from .node_params import ParameterHandling, StartupError, add_post_set_callback, declare_all
 from .knobs import KNOBS, load_help
 from .stats import CameraStats, StageLatency
-from .vocabulary_path import VocabularyPath
+from .vocabulary_path import SERVICE_QOS, VocabularyPath
 from .worker import Frame, LatestFrames, Worker
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
@@ -140,17 +140,17 @@ class OvssNode(ParameterHandling, LifecycleNode):
         for cam in self.p("cameras"):
             self.camera_outputs[cam] = self._create_outputs(cam)
             self._camera_stats[cam] = CameraStats(self.p("diagnostics_window"))
-        self._vocabulary.apply_initial()
+        self._vocabulary.start()
         # The vocabulary topic: transient local catches a vocabulary published before we started; the volatile
         # twin also hears plain `ros2 topic pub` publishers (a transient-local reader ignores volatile writers).
-        # One mutually exclusive group: vocabulary requests are checked and queued one at a time, in the order
-        # the executor takes them (parameter sets run in the node's default group, also one at a time).
-        group = MutuallyExclusiveCallbackGroup()
+        # Their callbacks and the service's only record requests, numbered in the order the executor took them
+        # (vocabulary_path.TakeOrder); the service's request queue holds bursts (SERVICE_QOS, depth 1000).
+        group = self._vocabulary.group
         for profile in (qos.latched(), qos.reliable(1)):
             self._io.append(("subscription", self.create_subscription(
                 String, "vocabulary", self._vocabulary.on_topic, profile, callback_group=group)))
         self._io.append(("service", self.create_service(SetVocabulary, "set_vocabulary", self._vocabulary.on_service,
-                                                        callback_group=group)))
+                                                        qos_profile=SERVICE_QOS, callback_group=group)))
         self._io.append(("timer", self.create_timer(0.5, self._inputs.check_publishers, callback_group=self._group)))
         return SUCCESS
 
@@ -232,6 +232,7 @@ class OvssNode(ParameterHandling, LifecycleNode):
         self._inputs.close()
         self._activated_at = None
         self.gate.close(1.0 if wait else 0.0)   # exiting: a publish under way finishes alone, none starts
+        self._vocabulary.stop()   # answers a pending request; one with the worker ends when it stops
         if self._worker is not None:
             self._worker.stop(10.0 if wait else 0.0)   # exiting: a frame still running is abandoned, not joined
             self._worker = None
