@@ -10,13 +10,20 @@ and neither is ever closed while active, so nothing is lost when publishers come
 camera that is already running gets the best-effort reader alone: no incompatible-QoS warning on its side.
 One that joins later while the reliable reader is open is incompatible with that reader (expected, logged
 at debug level here; the best-effort reader serves it). A reliable reader is added when a reliable
-publisher appears."""
+publisher appears.
+
+A best-effort publisher that is matched but delivers nothing for BEST_EFFORT_SILENCE seconds is reported (log
+once per silent spell, and in the camera's /diagnostics status while it lasts): the usual cause is frames
+larger than Fast DDS's default shared-memory segment, sent best effort, lost as UDP fragments; the fix is the
+large-frames profile on the camera driver's side (docs/ros_node.md, "Large frames and best-effort cameras")."""
 from __future__ import annotations
 
 import threading
+import time
 import zlib
 from collections import deque
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Optional
 
 from rclpy.qos import ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
@@ -29,6 +36,29 @@ except ImportError:   # pragma: no cover - Humble
     from rclpy.qos_event import SubscriptionEventCallbacks
 
 RELIABILITY_MODES = ("auto", "best_effort", "reliable")
+BEST_EFFORT_SILENCE = 3.0   # s a matched best-effort publisher may stay silent before it is reported
+
+
+def _best_effort(info) -> bool:
+    return info.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+
+
+def large_frames_profile() -> str:
+    """Where config/fastdds_large_frames.xml is: the installed share directory, else this source tree."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return str(Path(get_package_share_directory("ovss_ros")) / "config" / "fastdds_large_frames.xml")
+    except Exception:   # noqa: BLE001 - not installed in an ament prefix (development tree, PyPI wheels)
+        return str(Path(__file__).resolve().parents[2] / "config" / "fastdds_large_frames.xml")
+
+
+def silence_hint(topic: str, seconds: float, profile: str) -> str:
+    return (f"a best-effort publisher is matched on {topic} but no frame arrived in {seconds:.0f} s. Likely "
+            "cause: frames larger than Fast DDS's shared-memory segment (512 KB by default; VGA rgb8 is 900 KB) "
+            "sent best effort travel as UDP fragments and are lost. Fix: start the camera driver with "
+            f"FASTDDS_DEFAULT_PROFILES_FILE={profile} (the publisher's side decides), or publish reliable or "
+            "compressed")
 
 
 def _reliable(info) -> bool:
@@ -70,6 +100,11 @@ class CameraInputs:
         self._mode = ""
         self._kind, self._suffix = Image, "image"
         self.duplicates = 0            # second copies dropped (auto mode)
+        self._last_frame: dict = {}    # camera -> monotonic time of its last frame
+        self._be_since: dict = {}      # camera -> since when a best-effort publisher is matched (None: none)
+        self._hinted: set = set()      # cameras whose current silent spell was logged
+        self._hint_lock = threading.Lock()
+        self._profile = large_frames_profile()
 
     def open(self, cameras, transport: str, reliability: str) -> None:
         if transport not in ("raw", "compressed"):
@@ -84,7 +119,7 @@ class CameraInputs:
                 name = topic(cam, self._suffix)
                 if reliability != "auto":
                     self._subs[cam] = {reliability: self._reader(cam, name, reliability,
-                                                                 lambda m, c=cam: self.on_frame(c, m))}
+                                                                 lambda m, c=cam: self._frame(c, m))}
                     continue
                 dedup = _Dedup()
                 self._dedups[cam] = dedup
@@ -95,7 +130,9 @@ class CameraInputs:
                     self._subs[cam]["reliable"] = self._reader(cam, name, "reliable", self._auto(cam, dedup))
 
     def check_publishers(self) -> None:
-        """auto mode: add the reliable reader of a camera once a reliable publisher appears."""
+        """auto mode: add the reliable reader of a camera once a reliable publisher appears. Every mode: note
+        matched best-effort publishers that stay silent (timer, every 0.5 s)."""
+        self._check_silence(time.monotonic())
         with self._lock:
             if self._mode != "auto":
                 return
@@ -118,9 +155,56 @@ class CameraInputs:
 
     def _deliver(self, cam: str, msg, dedup: _Dedup) -> None:
         if dedup.first_time(msg):
-            self.on_frame(cam, msg)
+            self._frame(cam, msg)
         else:
             self.duplicates += 1
+
+    def _frame(self, cam: str, msg) -> None:
+        self._last_frame[cam] = time.monotonic()
+        self.on_frame(cam, msg)
+
+    def _check_silence(self, now: float) -> None:
+        with self._lock:   # close() destroys the readers under the same lock
+            for cam, readers in self._subs.items():
+                reader = readers.get("best_effort")
+                name = reader.topic_name if reader is not None else ""
+                if not (reader is not None and reader.get_publisher_count() > 0
+                        and any(_best_effort(i) for i in self.node.get_publishers_info_by_topic(name))):
+                    self._be_since[cam] = None
+                    continue
+                if self._be_since.get(cam) is None:
+                    self._be_since[cam] = now
+                self._report(cam, name, self.best_effort_silence(cam, now))
+
+    def best_effort_silence(self, cam: str, now: Optional[float] = None) -> Optional[float]:
+        """Seconds a matched best-effort publisher has delivered no frame on this camera (since it matched or
+        since the last frame), when that is BEST_EFFORT_SILENCE or more; else None."""
+        since = self._be_since.get(cam)
+        if since is None:
+            return None
+        now = time.monotonic() if now is None else now
+        silent = now - max(since, self._last_frame.get(cam, since))
+        return silent if silent >= BEST_EFFORT_SILENCE else None
+
+    def silence_message(self, cam: str, now: Optional[float] = None) -> str:
+        """The camera's /diagnostics message while a matched best-effort publisher is silent, else ""."""
+        seconds = self.best_effort_silence(cam, now)
+        return self._report(cam, self.topics().get(cam, ""), seconds)
+
+    def _report(self, cam: str, name: str, seconds: Optional[float]) -> str:
+        """The message for a silent spell (logged the first time, by the timer or /diagnostics, whichever
+        comes first), or "" once frames arrive, which lets a later spell be logged again."""
+        if seconds is None:
+            with self._hint_lock:
+                self._hinted.discard(cam)
+            return ""
+        text = silence_hint(name, seconds, self._profile)
+        with self._hint_lock:
+            first = cam not in self._hinted
+            self._hinted.add(cam)
+        if first:
+            self.node.get_logger().warning(f"camera '{cam}': {text}")
+        return text
 
     def _events(self, name: str) -> SubscriptionEventCallbacks:
         logged = []
@@ -149,3 +233,6 @@ class CameraInputs:
                     self.node.destroy_subscription(sub)
             self._subs, self._dedups = {}, {}
             self._mode = ""
+            self._be_since, self._last_frame = {}, {}
+        with self._hint_lock:
+            self._hinted.clear()

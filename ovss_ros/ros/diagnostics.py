@@ -1,8 +1,8 @@
 """The node's /diagnostics message: device, model, vocabulary, per-camera rates, drops and stage latencies.
 
 Levels describe now, not history: a camera is WARN while bad or stale frames arrived in the recent window
-(or nothing arrived at all while active), ERROR while frames fail inside the engine; totals stay in the
-values."""
+(or nothing arrived at all while active, or a matched best-effort publisher stays silent), ERROR while frames
+fail inside the engine; totals stay in the values."""
 from __future__ import annotations
 
 import math
@@ -47,13 +47,17 @@ def engine_status(name: str, state: str, engine: dict, latency: dict) -> Diagnos
 
 
 def camera_status(name: str, cam: str, values: dict, window: float, silent_for: Optional[float],
-                  failure: str = "") -> DiagnosticStatus:
+                  failure: str = "", silent_publisher: str = "") -> DiagnosticStatus:
     """values: the camera's counters (recent_* are counts in the last `window` seconds). silent_for: seconds
-    since its last frame (None = no frame yet), or None when the camera is not expected to send (inactive)."""
+    since its last frame (None = no frame yet), or None when the camera is not expected to send (inactive).
+    silent_publisher: why a matched best-effort publisher delivers nothing and what to do (CameraInputs), or
+    "": a WARN of its own, since the generic silence WARN would not say what to fix."""
     st = DiagnosticStatus(name=f"{name}: camera '{cam or '(default)'}'", hardware_id=cam)
     st.values = [_kv(k, v) for k, v in values.items()]
     if values.get("recent_failed", 0):
         st.level, st.message = DiagnosticStatus.ERROR, f"frames fail in the engine: {failure}"
+    elif silent_publisher:
+        st.level, st.message = DiagnosticStatus.WARN, silent_publisher
     elif silent_for is not None and silent_for > window:
         st.level = DiagnosticStatus.WARN
         st.message = (f"no frame received in the last {window:g} s" if math.isfinite(silent_for)

@@ -330,7 +330,7 @@ class OvssNode(ParameterHandling, LifecycleNode):
             since = st.last_received or self._activated_at
             silent = now - since if (self._activated_at is not None and since is not None) else None
             statuses.append(diagnostics.camera_status(name, cam, values, self.p("diagnostics_window"), silent,
-                                                      st.failed.last_reason))
+                                                      st.failed.last_reason, self._inputs.silence_message(cam, now)))
         self._diag_pub.publish(diagnostics.build(self.get_clock().now().to_msg(), statuses))
 
     # -- process --------------------------------------------------------------------------------
