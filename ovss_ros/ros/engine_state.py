@@ -18,6 +18,7 @@ from typing import Sequence
 from ovss_ros.prompts import VocabularyError
 
 from .knobs import knobs_of
+from .process_tuning import release_free_memory
 
 
 def _prompts_differ(a, b) -> bool:
@@ -98,6 +99,7 @@ class EngineState:
                 import torch
 
                 torch.cuda.empty_cache()
+            release_free_memory()   # the freed model and frames, back to the system (process_tuning says why)
             return True
         finally:
             self.lock.release()

@@ -13,9 +13,10 @@ import time
 import traceback
 from typing import Optional
 
-from .process_tuning import keep_large_buffers, passive_openmp_wait
+from .process_tuning import keep_large_buffers, one_malloc_arena, passive_openmp_wait, release_free_memory
 
 passive_openmp_wait()   # before torch loads (process_tuning says why)
+one_malloc_arena()      # before any thread starts (process_tuning says why)
 
 import rclpy  # noqa: E402
 import torch  # noqa: E402
@@ -44,6 +45,9 @@ from .worker import Frame, LatestFrames, Worker
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 DUPLICATE_WINDOW = 5.0      # s after start in which a twin with the same name makes this node leave
+# s a twin may stay in the graph before it is an error: a leaving one can linger for its start window plus
+# the DDS participant lease (Fast DDS: 20 s) when its process ends without announcing it
+TWIN_LINGER = 60.0
 
 
 class OvssNode(ParameterHandling, LifecycleNode):
@@ -72,6 +76,9 @@ class OvssNode(ParameterHandling, LifecycleNode):
         self.finished = Future()                # done when the process should end (shutdown transition)
         self._started_at = time.monotonic()
         self._twin_timer = None
+        self._twin_lock = threading.Lock()
+        self._twin: Optional[dict] = None           # a same-name node seen: who, since when
+        self._own_participants: Optional[set] = None   # this node's, read while it was alone
         self.exit_code = 0
         add_post_set_callback(self, self._after_set_parameters)   # before the validator: see its docstring
         self.add_on_set_parameters_callback(self._check_parameters)
@@ -121,6 +128,9 @@ class OvssNode(ParameterHandling, LifecycleNode):
 
         from .engine_state import EngineState
 
+        problem = self.configure_problem()   # values given at start never met the on-set check
+        if problem:
+            return self._fail(f"parameter refused: {problem}")
         method = self.p("method")
         try:   # the method's checker: a checkpoint of the other kind is one error naming both
             checker = KNOBS[method].checker(self.p("model"), self.p("local_files_only") or None, self.p("dtype"))
@@ -253,6 +263,8 @@ class OvssNode(ParameterHandling, LifecycleNode):
                 if pub is not None:
                     self.destroy_lifecycle_publisher(pub)
         self.camera_outputs.clear()
+        if wait:
+            release_free_memory()   # what the worker and overlay threads' arenas held (process_tuning)
 
     # -- inputs ---------------------------------------------------------------------------------
     def _on_frame(self, camera: str, msg) -> None:
@@ -286,22 +298,55 @@ class OvssNode(ParameterHandling, LifecycleNode):
         me = (self.get_name(), self.get_namespace())
         return sum(1 for n in self.get_node_names_and_namespaces() if tuple(n) == me)
 
+    def _participants(self) -> set:
+        """DDS participants (GUID prefixes, as `ros2 topic info -v` prints endpoint GIDs) with a node of this
+        node's name: every node publishes /rosout."""
+        return {".".join(f"{b:02x}" for b in bytes(info.endpoint_gid)[:12])
+                for info in self.get_publishers_info_by_topic("/rosout")
+                if (info.node_name, info.node_namespace) == (self.get_name(), self.get_namespace())}
+
     def _check_duplicate_name(self) -> None:
         """Two nodes with one name: the one that just started leaves (its twin has been running longer than
-        discovery takes); the one that was there keeps serving and reports the twin as an error while seen."""
-        young = time.monotonic() - self._started_at < DUPLICATE_WINDOW
+        discovery takes). The one that was there keeps serving: it warns once when a twin appears, naming the
+        twin's DDS participant, and says when it left; only a twin still there after TWIN_LINGER (one that
+        does not leave by itself) is an error."""
+        if not self._twin_lock.acquire(blocking=False):   # the twin timer and /diagnostics both call this
+            return
+        try:
+            self._check_twin(time.monotonic())
+        finally:
+            self._twin_lock.release()
+
+    def _check_twin(self, now: float) -> None:
+        young = now - self._started_at < DUPLICATE_WINDOW
         if not young and self._twin_timer is not None:
             self._twin_timer.cancel()
+        name = self.get_fully_qualified_name()
         if self._duplicates() < 2:
+            if self._own_participants is None:
+                self._own_participants = self._participants()
+            if self._twin is not None:
+                self.get_logger().info(f"the other node named {name} ({self._twin['who']}) has left")
+                self._twin = None
             if (self.error or "").startswith("another node"):
                 self.error = None
             return
         if young:
-            self._exit(1, f"another node named {self.get_fully_qualified_name()} is already running; not "
+            self._exit(1, f"another node named {name} is already running; not "
                           "starting a second one. Give this one another name (-r __node:=NAME) or namespace")
-        elif not (self.error or "").startswith("another node"):
-            self.error = (f"another node named {self.get_fully_qualified_name()} is running: parameters, "
-                          "services and lifecycle requests reach either one. Give one of them another name "
+            return
+        if self._twin is None:
+            others = self._participants() - (self._own_participants or set())
+            who = (f"DDS participant {', '.join(sorted(others))}" if others and self._own_participants is not None
+                   else "participant unknown")
+            self._twin = {"who": who, "since": now}
+            self.get_logger().warning(
+                f"another node named {name} appeared ({who}); a node that finds its name taken at start leaves "
+                f"within {DUPLICATE_WINDOW:g} s, and this one keeps serving. Give one of them another name "
+                "(-r __node:=NAME) or namespace")
+        elif now - self._twin["since"] > TWIN_LINGER and not (self.error or "").startswith("another node"):
+            self.error = (f"another node named {name} ({self._twin['who']}) is running: parameters, services "
+                          "and lifecycle requests reach either one. Give one of them another name "
                           "(-r __node:=NAME) or namespace")
             self.get_logger().error(self.error)
 

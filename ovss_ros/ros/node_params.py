@@ -13,7 +13,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.exceptions import InvalidParameterValueException
 
 from .knobs import KNOBS, PRESET_NAMES, class_map_threshold, knob_of
-from .params import ACTIVATE, CONFIGURE, RUNTIME, START, ParamSpec, all_specs, check_node_value
+from .params import ACTIVATE, CONFIGURE, NODE_PARAMS, RUNTIME, START, ParamSpec, all_specs, check_node_value
 from .vocabulary import VocabularyTextError, vocabulary_names
 from .worker import Change
 
@@ -91,6 +91,20 @@ def add_post_set_callback(node, callback: Callable[[list], None]) -> None:
     node.add_on_set_parameters_callback(on_set)
 
 
+def device_problem(device: str) -> Optional[str]:
+    """Why `device` names no device of this machine, or None (cheap: no CUDA context is made)."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return None
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(device.partition(":")[2] or 0)
+    if index >= count:
+        return (f"device={device!r} but this machine has {count} CUDA device(s)"
+                + ("; use device cpu or auto" if count == 0 else f" (cuda:0..cuda:{count - 1})"))
+    return None
+
+
 class ParameterHandling:
     """The node's parameter callbacks, mixed into OvssNode: `_check_parameters` (on-set: checks only, no side
     effects) and `_after_set_parameters` (post-set: applies). Knobs of the method not in use (`pgseg.*` while
@@ -107,6 +121,17 @@ class ParameterHandling:
         """The method's settings from its parameters and the preset, checked without a model."""
         method = method or self.p("method")
         return KNOBS[method].config(self.p("preset"), **self.knob_overrides(method, changes))
+
+    def configure_problem(self) -> Optional[str]:
+        """Why the node parameters cannot be used, or None: every check that needs no model, at configure, so a
+        value given at start (--ros-args, params file, launch; the on-set callback does not see those) is
+        refused before the model's files are read, in one line, not when activate meets it."""
+        for spec in NODE_PARAMS:
+            if spec.name != "vocabulary":   # the vocabulary path checks its own, against the tokenizer
+                reason = check_node_value(spec, self.p(spec.name))
+                if reason:
+                    return reason
+        return device_problem(self.p("device"))
 
     def _read_settings(self) -> dict:
         """Snapshot of the runtime values the worker reads per frame (one dict swap, no locking needed)."""

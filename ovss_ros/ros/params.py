@@ -52,7 +52,8 @@ NODE_PARAMS = [
               "configure and activate by itself (like yolo_ros); false = wait for a lifecycle manager"),
     ParamSpec("cameras", [""], CONFIGURE,
               "camera prefixes sharing the one model: \"\" subscribes `image` and publishes `segmentation/*`; "
-              "\"front\" uses `front/image` and `front/segmentation/*` (all relative names)"),
+              "\"front\" uses `front/image` and `front/segmentation/*`; relative names only, each listed once "
+              "(an absolute \"/front\" is refused)"),
     ParamSpec("input_transport", "raw", ACTIVATE,
               "raw: subscribe `image` (sensor_msgs/Image); compressed: subscribe `image/compressed` "
               "(sensor_msgs/CompressedImage)", ("raw", "compressed")),
@@ -62,7 +63,8 @@ NODE_PARAMS = [
     ParamSpec("max_frame_age", 0.0, RUNTIME,
               "skip frames whose header stamp is older than this many seconds, or newer than "
               "future_stamp_tolerance, when the worker takes them (node clock, so use_sim_time works with "
-              "bags); 0 = never skip", limits=(0.0, 86400.0)),
+              "bags); a frame stamped zero (stamp never set) has no age and is always segmented, and its "
+              "stamp_to_output_s is not measured; 0 = never skip", limits=(0.0, 86400.0)),
     ParamSpec("future_stamp_tolerance", 0.5, RUNTIME,
               "with max_frame_age set, frames stamped more than this many seconds in the future are stale too",
               limits=(0.0, 3600.0)),
@@ -91,6 +93,7 @@ NODE_PARAMS = [
 
 ENGINE_PREFIX = ENGINE.prefix
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+_CAMERA = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
 def engine_fields() -> list[str]:
@@ -132,9 +135,30 @@ def check_node_value(spec: ParamSpec, value: Any) -> Optional[str]:
     if spec.name == "model" and not str(value).strip():
         return "model must not be empty"
     if spec.name == "cameras":
-        names = [str(c).strip("/") for c in value]
-        if len(set(names)) != len(names):
-            return f"cameras={list(value)}: each camera prefix must be unique"
+        return camera_names_problem(list(value))
+    return None
+
+
+def camera_names_problem(cameras: list) -> Optional[str]:
+    """Why a `cameras` list is refused, or None. Names are relative ROS names (tokens of letters, digits and
+    '_', not starting with a digit, joined by '/'), resolved in the node's namespace; "" is the node's own
+    `image`. An absolute name ('/front') is refused rather than silently made relative (in a namespace it
+    would not be the topic it names)."""
+    if not cameras:
+        return "cameras=[]: name at least one camera ([\"\"] for the node's own `image` topic)"
+    seen: dict = {}
+    for cam in cameras:
+        if not isinstance(cam, str):
+            return f"cameras: {cam!r} is not a string"
+        if cam.startswith(("/", "~")):
+            return (f"cameras: {cam!r} is not a relative name; camera names are resolved in the node's namespace "
+                    f"(use {cam.lstrip('/~')!r}, and a namespace or remapping for other places)")
+        if cam and not _CAMERA.match(cam):
+            return (f"cameras: {cam!r} is not a valid name: tokens of letters, digits and '_' (not starting with a "
+                    "digit) joined by single '/'")
+        if cam in seen:
+            return f"cameras: {cam!r} is listed twice; each camera prefix must be unique"
+        seen[cam] = True
     return None
 
 
