@@ -13,7 +13,7 @@ at debug level here; the best-effort reader serves it). A reliable reader is add
 publisher appears.
 
 A best-effort publisher that is matched but delivers nothing for BEST_EFFORT_SILENCE seconds is reported (log
-once per silent spell, and in the camera's /diagnostics status while it lasts): the usual cause is frames
+once per camera while active, and in the camera's /diagnostics status while the silence lasts): the usual cause is frames
 larger than Fast DDS's default shared-memory segment, sent best effort, lost as UDP fragments; the fix is the
 large-frames profile on the camera driver's side (docs/ros_node.md, "Large frames and best-effort cameras")."""
 from __future__ import annotations
@@ -102,7 +102,7 @@ class CameraInputs:
         self.duplicates = 0            # second copies dropped (auto mode)
         self._last_frame: dict = {}    # camera -> monotonic time of its last frame
         self._be_since: dict = {}      # camera -> since when a best-effort publisher is matched (None: none)
-        self._hinted: set = set()      # cameras whose current silent spell was logged
+        self._hinted: set = set()      # cameras whose silence was logged since activation
         self._hint_lock = threading.Lock()
         self._profile = large_frames_profile()
 
@@ -192,11 +192,10 @@ class CameraInputs:
         return self._report(cam, self.topics().get(cam, ""), seconds)
 
     def _report(self, cam: str, name: str, seconds: Optional[float]) -> str:
-        """The message for a silent spell (logged the first time, by the timer or /diagnostics, whichever
-        comes first), or "" once frames arrive, which lets a later spell be logged again."""
+        """The message while the camera is silent, or "" (frames arrive). Logged once per camera while
+        active (by the timer or /diagnostics, whichever comes first): lossy large frames make silent spells
+        come and go, and each would otherwise log again."""
         if seconds is None:
-            with self._hint_lock:
-                self._hinted.discard(cam)
             return ""
         text = silence_hint(name, seconds, self._profile)
         with self._hint_lock:

@@ -416,6 +416,7 @@ def main(argv=None) -> int:
         pass
     except Exception:   # noqa: BLE001 - a signal can shut the context down in the middle of a wait
         if rclpy.ok():
+            node.exit_code = 1   # a real failure: the exit deadline must not end the process with 0
             raise
     finally:   # within EXIT_BUDGET, whatever hangs (process_exit says where the time went and why)
         ExitDeadline(lambda: node.exit_code).start()

@@ -1,6 +1,6 @@
 """Large frames over best effort (docs/ros_node.md, "Large frames and best-effort cameras"), over real DDS:
 a matched best-effort camera that delivers nothing is reported on /diagnostics with the cause and the fix,
-once per silent spell; with config/fastdds_large_frames.xml on both sides, the node's VGA rgb8 overlay
+once per camera; with config/fastdds_large_frames.xml on both sides, the node's VGA rgb8 overlay
 (921,600 bytes, published reliable) reaches a best-effort subscriber in another process."""
 import json
 import os
