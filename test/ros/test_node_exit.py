@@ -126,3 +126,17 @@ def test_exit_within_a_second_inside_a_4000x3000_frame(probe, start_node, sig):
     assert node.proc.returncode == 0, node.log()
     assert seconds <= EXIT_LIMIT, (seconds, node.log())
     assert "Traceback" not in node.log(), node.log()
+
+
+def test_exit_deadline_ends_a_hung_clean_up_with_its_status_and_flushed_output():
+    """The backstop of the exit path: Python's and C's buffered output survive os._exit (stdout is a pipe here,
+    so both are fully buffered), and the status is the node's."""
+    code = ("import ctypes, sys, time\n"
+            "from ovss_ros.ros.process_exit import ExitDeadline\n"
+            "sys.stdout.write('python-buffered ')\n"
+            "ctypes.CDLL(None).printf(b'c-buffered')\n"
+            "ExitDeadline(lambda: 3, 0.2).start()\n"
+            "time.sleep(30)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+    assert out.returncode == 3, out.stderr
+    assert "python-buffered" in out.stdout and "c-buffered" in out.stdout
