@@ -24,7 +24,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.qos_overriding_options import InvalidQosOverridesError, QoSOverridingOptions
 from rclpy.task import Future
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
@@ -148,7 +148,10 @@ class OvssNode(ParameterHandling, LifecycleNode):
         self._worker.start()
         self._overlays.start()
         for cam in self.p("cameras"):
-            self.camera_outputs[cam] = self._create_outputs(cam)
+            try:   # rclpy reads the qos_overrides.<topic>.publisher.* parameters here, and refuses bad ones
+                self.camera_outputs[cam] = self._create_outputs(cam)
+            except (InvalidQosOverridesError, RuntimeError) as exc:
+                return self._fail(f"parameter refused: qos_overrides for camera {cam!r}: {exc}")
             self._camera_stats[cam] = CameraStats(self.p("diagnostics_window"))
         self._vocabulary.start()
         # The vocabulary topic: transient local catches a vocabulary published before we started; the volatile

@@ -101,3 +101,12 @@ def test_a_same_name_node_that_starts_and_leaves_is_a_warning_naming_it(probe, s
     assert re.search(rf"named {ns}/ovss_node appeared \(DDS participant ([0-9a-f]{{2}}\.){{11}}[0-9a-f]{{2}}\)",
                      warned[0]), warned[0]
     assert "[ERROR]" not in log and first.alive(), log
+
+
+def test_a_bad_output_qos_override_fails_configure_in_one_line(start_node):
+    ns = "/ovss_badqos"
+    node = start_node(ns, extra_args=["-p", f"qos_overrides.{ns}/segmentation/labels.publisher.reliability:=bogus"])
+    assert wait_until(lambda: not node.alive(), 90), node.log()
+    log = node.log()
+    assert node.proc.returncode == 1 and "parameter refused: qos_overrides for camera ''" in log, log
+    assert "bogus" in log and "Traceback" not in log and "loaded on" not in log, log
