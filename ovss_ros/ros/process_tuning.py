@@ -38,8 +38,9 @@ def passive_openmp_wait() -> bool:
 
 def one_malloc_arena() -> bool:
     """mallopt(M_ARENA_MAX, 1) unless MALLOC_ARENA_MAX is set: one `trim` kept in all, not one per thread
-    arena (see above). glibc fixes the arena limit the first time a second thread allocates, so this must
-    run before any thread starts (torch's import starts some). True if applied."""
+    arena (see above). glibc fixes the arena limit the first time a thread needs an arena of its own, so
+    this must run before the node's imports (called from main(), after them, it had no effect). True if
+    applied."""
     if "MALLOC_ARENA_MAX" in os.environ:
         return False
     mallopt = getattr(_libc(), "mallopt", None)
