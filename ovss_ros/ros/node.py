@@ -266,6 +266,7 @@ class OvssNode(ParameterHandling, LifecycleNode):
                 if pub is not None:
                     self.destroy_lifecycle_publisher(pub)
         self.camera_outputs.clear()
+        self._camera_stats.clear()   # a later configure may name other cameras: /diagnostics lists only those
         if wait:
             release_free_memory()   # what the worker and overlay threads' arenas held (process_tuning)
 

@@ -6,6 +6,7 @@ import math
 import re
 
 import pytest
+from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import State, Transition
 
 from ovss_ros.ros import params
@@ -48,6 +49,7 @@ def test_managed_node_refuses_bad_values_then_configures_once_fixed(probe, start
     ns = "/ovss_validation"
     full = f"{ns}/ovss_node"
     node = start_node(ns, autostart=False, input_transport="carrier_pigeon", vocabulary=["dog"])
+    diag = probe.collect(DiagnosticArray, "/diagnostics", 50)
     assert not change_state(probe, full, Transition.TRANSITION_CONFIGURE)
     assert lifecycle_state(probe, full) == State.PRIMARY_STATE_UNCONFIGURED and node.alive()
     assert wait_until(lambda: "parameter refused: input_transport='carrier_pigeon'" in node.log(), 10), node.log()
@@ -61,6 +63,14 @@ def test_managed_node_refuses_bad_values_then_configures_once_fixed(probe, start
     assert set_params(probe, full, input_transport="raw", cameras=["front", "rear"])[0].successful
     assert change_state(probe, full, Transition.TRANSITION_CONFIGURE), node.log()
     assert wait_until(lambda: probe.node.count_publishers(f"{ns}/rear/segmentation/labels") == 1, 10)
+    # cleanup forgets the cameras: after configuring with another list, /diagnostics names only those
+    assert change_state(probe, full, Transition.TRANSITION_CLEANUP)
+    assert set_params(probe, full, cameras=["side"])[0].successful
+    assert change_state(probe, full, Transition.TRANSITION_CONFIGURE), node.log()
+    diag.clear()
+    arr = diag.wait_for(lambda a: any(s.name.startswith(f"{full}: camera") for s in a.status), 20)
+    assert arr is not None and [s.name for s in arr.status if s.name.startswith(f"{full}: camera")] == [
+        f"{full}: camera 'side'"], [s.name for s in arr.status]
     assert "Traceback" not in node.log(), node.log()
 
 
