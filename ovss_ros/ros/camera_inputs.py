@@ -43,6 +43,12 @@ def _best_effort(info) -> bool:
     return info.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
 
 
+def _matched(reader) -> bool:
+    """The reader has a matched publisher (Humble's rclpy cannot say: the best-effort reader matches any)."""
+    count = getattr(reader, "get_publisher_count", None)
+    return count is None or count() > 0
+
+
 def large_frames_profile() -> str:
     """Where config/fastdds_large_frames.xml is: the installed share directory, else this source tree."""
     try:
@@ -168,7 +174,7 @@ class CameraInputs:
             for cam, readers in self._subs.items():
                 reader = readers.get("best_effort")
                 name = reader.topic_name if reader is not None else ""
-                if not (reader is not None and reader.get_publisher_count() > 0
+                if not (reader is not None and _matched(reader)
                         and any(_best_effort(i) for i in self.node.get_publishers_info_by_topic(name))):
                     self._be_since[cam] = None
                     continue

@@ -103,3 +103,13 @@ def test_overlay_reaches_a_best_effort_subscriber_with_the_profile(start_node, m
     print(f"overlays received: {len(result['overlays'])} for {result['published']} frames sent")
     assert len(result["overlays"]) >= 3, (result["published"], node.log())
     assert result["overlays"][0] == [640, 480, "rgb8", 640 * 480 * 3]
+
+
+def test_silent_publisher_is_a_warn_of_its_own_below_engine_errors():
+    from ovss_ros.ros import diagnostics
+
+    warn = diagnostics.camera_status("/n", "", {}, 10.0, 60.0, "", "a best-effort publisher is matched ...")
+    assert (warn.level, warn.message) == (DiagnosticStatus.WARN, "a best-effort publisher is matched ...")
+    failing = diagnostics.camera_status("/n", "", {"recent_failed": 1}, 10.0, 60.0, "boom", "a best-effort ...")
+    assert failing.level == DiagnosticStatus.ERROR and "boom" in failing.message
+    assert diagnostics.camera_status("/n", "", {}, 10.0, 0.5).level == DiagnosticStatus.OK
