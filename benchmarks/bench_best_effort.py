@@ -2,9 +2,9 @@
 side: how many of N frames a plain rclpy sensor-data subscriber receives.
 
 One process publishes N rgb8 frames at a fixed rate, best effort (sensor-data QoS, as many camera drivers do)
-or reliable (as the node publishes its outputs); a second process subscribes best effort and counts them. The profile is given to a process through
-FASTDDS_DEFAULT_PROFILES_FILE. Every combination of (publisher, subscriber) x (default, profile) is run,
-for VGA (100 frames at 10 Hz) and 4K (20 frames at 2 Hz) by default. Prints a table and writes
+or reliable (as the node publishes its outputs); a second process subscribes best effort and counts them. The
+profile is given to a process through FASTDDS_DEFAULT_PROFILES_FILE. Every combination of (publisher,
+subscriber) x (default, profile) is run, for VGA (100 frames at 10 Hz) and 4K (20 frames at 2 Hz) by default. Prints a table and writes
 benchmarks/results/best_effort.json.
 
     .venv/bin/python benchmarks/bench_best_effort.py [--sizes 640x480:100:10,3840x2160:20:2] [--writers best_effort]
@@ -170,7 +170,8 @@ def main(argv=None) -> int:
                           f"{row['published']}", flush=True)
     result = {"what": "rgb8 frames to a best-effort reader in another rclpy process, Fast DDS defaults vs "
                       "config/fastdds_large_frames.xml per side",
-              "qos": "sensor data (keep last 5); reader best effort, writer as in the row", "discovery_range": "LOCALHOST",
+              "qos": "sensor data (keep last 5); reader best effort, writer as in the row",
+              "discovery_range": "LOCALHOST",
               "machine": f"{platform.machine()}, {os.cpu_count()} cores", "load_average_1min": os.getloadavg()[0],
               "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

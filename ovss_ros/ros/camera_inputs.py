@@ -12,10 +12,11 @@ One that joins later while the reliable reader is open is incompatible with that
 at debug level here; the best-effort reader serves it). A reliable reader is added when a reliable
 publisher appears.
 
-A best-effort publisher that is matched but delivers nothing for BEST_EFFORT_SILENCE seconds is reported (log
-once per camera while active, and in the camera's /diagnostics status while the silence lasts): the usual cause is frames
-larger than Fast DDS's default shared-memory segment, sent best effort, lost as UDP fragments; the fix is the
-large-frames profile on the camera driver's side (docs/ros_node.md, "Large frames and best-effort cameras")."""
+A best-effort publisher that is matched but delivers nothing for BEST_EFFORT_SILENCE seconds is reported (logged
+once per camera while active, and in the camera's /diagnostics status while the silence lasts): the usual
+cause is frames larger than Fast DDS's default shared-memory segment, sent best effort, lost as UDP fragments;
+the fix is the large-frames profile on the camera driver's side (docs/ros_node.md, "Large frames and
+best-effort cameras")."""
 from __future__ import annotations
 
 import threading

@@ -101,7 +101,8 @@ def test_shipped_profile_sizes_shared_memory_for_4k_frames():
 
     ns = {"d": "http://www.eprosima.com"}
     root = ET.parse(REPO / "config" / "fastdds_large_frames.xml").getroot()
-    shm = next(t for t in root.iterfind(".//d:transport_descriptor", ns) if t.findtext("d:type", namespaces=ns) == "SHM")
+    shm = next(t for t in root.iterfind(".//d:transport_descriptor", ns)
+               if t.findtext("d:type", namespaces=ns) == "SHM")
     segment, message = int(shm.findtext("d:segment_size", namespaces=ns)), int(shm.findtext("d:maxMessageSize",
                                                                                                namespaces=ns))
     assert message >= 3840 * 2160 * 3 and segment >= message   # Fast DDS refuses a message larger than the segment
