@@ -4,8 +4,8 @@ side: how many of N frames a plain rclpy sensor-data subscriber receives.
 One process publishes N rgb8 frames at a fixed rate, best effort (sensor-data QoS, as many camera drivers do)
 or reliable (as the node publishes its outputs); a second process subscribes best effort and counts them. The
 profile is given to a process through FASTDDS_DEFAULT_PROFILES_FILE. Every combination of (publisher,
-subscriber) x (default, profile) is run, for VGA (100 frames at 10 Hz) and 4K (20 frames at 2 Hz) by default. Prints a table and writes
-benchmarks/results/best_effort.json.
+subscriber) x (default, profile) is run, for VGA (100 frames at 10 Hz) and 4K (20 frames at 2 Hz) by default.
+Prints a table and writes benchmarks/results/best_effort.json.
 
     .venv/bin/python benchmarks/bench_best_effort.py [--sizes 640x480:100:10,3840x2160:20:2] [--writers best_effort]
 """
