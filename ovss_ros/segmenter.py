@@ -14,7 +14,7 @@ from .frame_batch import FrameBatch, FrameInput, FrameOutput
 from .image_io import check_frame_tensor, preprocess, preprocess_torch, to_rgb_uint8
 from .model_check import ModelCheck
 from .model_loading import DEFAULT_MODEL, LoadedModel, dtype_name, load_blip, wrap_blip
-from .prompts import VocabularyError
+from .prompts import VocabularyError, normalize_name
 from .result import SegmentationResult, TensorResult
 from .text_cache import TextCache
 
@@ -49,16 +49,17 @@ def _fits(check: ModelCheck, cfg: Optional[SegmenterConfig]) -> bool:
 
 
 def resolve_present(vocab: Sequence[str], present: Optional[Sequence[Union[str, int]]]) -> Optional[list[int]]:
-    """Forced classes (names, case and spacing ignored, or vocabulary indices) as sorted indices."""
+    """Forced classes (names normalised as the vocabulary's, case ignored, or vocabulary indices) as sorted
+    indices."""
     if present is None:
         return None
-    index = {n.lower(): i for i, n in enumerate(vocab)}
+    index = {n.casefold(): i for i, n in enumerate(vocab)}
     out = set()
     for p in present:
         if isinstance(p, (int, np.integer)) and 0 <= int(p) < len(vocab):
             out.add(int(p))
-        elif isinstance(p, str) and " ".join(p.split()).lower() in index:
-            out.add(index[" ".join(p.split()).lower()])
+        elif isinstance(p, str) and normalize_name(p).casefold() in index:
+            out.add(index[normalize_name(p).casefold()])
         else:
             raise VocabularyError(f"present class {p!r} is not in the vocabulary")
     return sorted(out)

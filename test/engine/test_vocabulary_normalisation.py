@@ -83,3 +83,11 @@ def test_the_checkers_without_weights_refuse_them_too(tiny_blip_dir, tiny_pgseg_
     with pytest.raises(VocabularyError, match="for the model's tokenizer"):
         checker.check_vocabulary(pair, cfg)
     assert checker.check_vocabulary(["red circle", "plain\u200b green"], cfg) == ("red circle", "plain green")
+
+
+def test_present_classes_are_looked_up_normalised():
+    from ovss_ros.segmenter import resolve_present
+
+    assert resolve_present(VOCAB, ["PLAIN\u200b  green", "\uff44og", 0]) == [0, 1, 2]
+    with pytest.raises(VocabularyError, match="not in the vocabulary"):
+        resolve_present(VOCAB, ["plain blue"])
