@@ -327,8 +327,8 @@ class OvssNode(ParameterHandling, LifecycleNode):
             self._twin_timer.cancel()
         name = self.get_fully_qualified_name()
         if self._duplicates() < 2:
-            if self._own_participants is None:
-                self._own_participants = self._participants()
+            if self._own_participants is None:   # read once, when our own endpoints show in the graph
+                self._own_participants = self._participants() or None
             if self._twin is not None:
                 self.get_logger().info(f"the other node named {name} ({self._twin['who']}) has left")
                 self._twin = None
