@@ -1,11 +1,13 @@
 """How the node's process ends after SIGINT/SIGTERM or the shutdown transition: within a second, also in the
 middle of a frame (docs/ros_node.md, "Lifecycle").
 
-Measured with a 4000 x 3000 rgb8 frame in flight (every output subscribed, 2 shared cores), where the time
-went before: joining the worker and overlay threads (they were given 0.5 s and 0.2 s and used them while the
-frame ran: 0.2-0.56 s), waiting up to 1 s for a publish in progress to leave the publish gate, then 0.1-0.15 s
-from os._exit until the process is gone (the kernel ends its ~30 threads on busy cores). The signal reached
-main() within 0.01-0.1 s; destroying the node and rclpy's shutdown took about 10 ms.
+Measured with 4000 x 3000 rgb8 frames streaming in (every output subscribed, 2 shared cores at load 5-8),
+where the time went before: joining the worker and overlay threads (they were given 0.5 s and 0.2 s and used
+them while the frame ran: 0.2-0.56 s) and waiting up to 1 s for a publish in progress to leave the publish
+gate. What is left: 0.001-0.1 s for the signal to reach main(), 0.04-0.13 s of clean-up here (destroying
+subscriptions and publishers, the node, rclpy's shutdown), and 0.1-0.6 s from os._exit until the process is
+gone, which is the kernel unmapping its ~0.9 GB (exit_mmap; a bare process with 800 MB takes 0.25-0.3 s to
+exit on the same loaded cores): the one part that grows with the process's memory and the machine's load.
 
 So the exit path waits for no thread: the gate is closed without waiting (a publish already under way
 finishes on its own; rclpy destroys a publisher only once it is not in use), the worker and overlay threads
@@ -23,8 +25,8 @@ import sys
 import threading
 from typing import Callable
 
-EXIT_BUDGET = 0.5   # s from the start of the clean-up to os._exit, at the latest
-EXECUTOR_WAIT = 0.2   # s for executor threads to leave their callbacks (they only store or publish diagnostics)
+EXIT_BUDGET = 0.3   # s from the start of the clean-up to os._exit, at the latest (it takes 0.04-0.13 s)
+EXECUTOR_WAIT = 0.05   # s for executor threads to leave their callbacks (they store, or publish diagnostics)
 
 
 def flush_output() -> None:
