@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 import torch
+from torch import nn
 
 from .loading import IMAGENET_MEAN, IMAGENET_STD
 from .model import PGSegModel
@@ -47,14 +48,48 @@ def groupvit_config(vocab_size: int, bos: int, eos: int, npr: bool, image_size: 
 
 
 def build_pgseg(words: Iterable[str], directory: Path, architecture: str = "tiny", npr: bool = True, seed: int = 0,
-                **overrides) -> tuple[PGSegModel, object]:
+                sharpness: Optional[float] = None, **overrides) -> tuple[PGSegModel, object]:
     """(model in eval mode, tokenizer) with random weights; the tokenizer is written to `directory` (a BPE
-    that spells `words`)."""
+    that spells `words`). `sharpness`: None keeps transformers' init; a number redraws the weights with
+    `sharpen` (decisions with margins, for tests that compare numerics)."""
     tok = write_tokenizer(word_merges(words), Path(directory))
     torch.manual_seed(seed)
     arch = {**ARCHITECTURES[architecture], **overrides}
     model = PGSegModel(groupvit_config(len(tok), tok.bos_token_id, tok.eos_token_id, npr, **arch))
+    if sharpness is not None:
+        sharpen(model, sharpness, seed)
     return model.eval(), tok
+
+
+@torch.no_grad()
+def sharpen(model: PGSegModel, assign_gain: float, seed: int = 0) -> PGSegModel:
+    """Redraw the weights at fan-in scale (std 1/sqrt(fan_in)) and the grouping blocks' assignment q/k at
+    `assign_gain` times that, in place.
+
+    transformers' init (std 0.02 everywhere) leaves a random GroupViT nearly flat: its group assignment logits
+    differ by ~1e-4, so which group takes a pixel is a float near-tie that a half-precision pass flips, which
+    says nothing about the pass. At fan-in scale the tokens keep their spread through the layers, the assignments
+    are clear (gain 2: logits spread ~4) and groups score classes with margins, as a trained model's do."""
+    g = torch.Generator().manual_seed(seed)
+
+    def draw(t: torch.Tensor, std: float, mean: float = 0.0) -> None:
+        t.copy_(torch.randn(t.shape, generator=g) * std + mean)
+
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            assign = ".assign.q_proj" in name or ".assign.k_proj" in name
+            draw(module.weight, (assign_gain if assign else 1.0) * module.weight[0].numel() ** -0.5)
+            if module.bias is not None:
+                draw(module.bias, 0.02)
+        elif isinstance(module, nn.LayerNorm):
+            draw(module.weight, 0.1, 1.0)
+            draw(module.bias, 0.02)
+        elif isinstance(module, nn.Embedding):       # text tokens and positions
+            draw(module.weight, 0.5)
+    for name, p in model.named_parameters():
+        if name.endswith("group_token") or name.endswith("position_embeddings"):
+            draw(p, 0.2)
+    return model
 
 
 def save_pgseg(model: PGSegModel, tokenizer, directory: Path, image_size: Optional[int] = None) -> Path:

@@ -1,6 +1,7 @@
 """Every weights `dtype` x every `vision_dtype`, both methods, on the CPU: labels agree with the float32 run
 through the numpy face (one frame per call), the tensor face and both batch faces, on the embedded toy models
-(trained: decisions with margins) and on the session's random-weight models (saved like real checkpoints).
+(trained: decisions with margins) and on random-weight models drawn at fan-in scale, so that their decisions
+have margins too (saved like real checkpoints).
 
 The pairs torch cannot run (an encoder pass in one half type over weights in the other) are refused when the
 settings are made, by the segmenter and by the node's configure-time check, never on the first frame."""
@@ -21,6 +22,7 @@ AGREEMENT = 0.99
 HALF = ("bfloat16", "float16")
 N_SCENES = 5          # the first held-out scenes; pixels pooled over them
 FACES = ("numpy", "tensor", "batch", "tensor_batch")
+BLIP_BF16_FLOOR = 0.90   # below this a random-BLIP bf16 row fails outright (see the xfail there)
 
 
 def refused(dtype: str, vision_dtype: str) -> bool:
@@ -48,7 +50,27 @@ def random_frames() -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def sources(tiny_blip_dir, tiny_pgseg_dir):
+def sharp_pgseg_dir(tmp_path_factory, tiny_blip_words):
+    """The session's tiny PGSeg shapes with random weights at fan-in scale (pgseg.tiny_model.sharpen): the
+    default 0.02 init groups pixels by logits ~1e-4 apart, float near-ties that say nothing about a dtype path."""
+    from ovss_ros.pgseg.tiny_model import build_pgseg, save_pgseg
+
+    directory = tmp_path_factory.mktemp("sharp_pgseg")
+    model, tok = build_pgseg(["a photo of picture", *tiny_blip_words], directory, seed=0, sharpness=2.0)
+    return save_pgseg(model, tok, directory)
+
+
+@pytest.fixture(scope="module")
+def sharp_blip_dir(tmp_path_factory, tiny_blip_words):
+    """The session's tiny BLIP shapes with random weights at fan-in scale (tiny_model.sharpen)."""
+    from ovss_ros.tiny_model import build_blip, save_model
+
+    model, processor = build_blip(tiny_blip_words, architecture="tiny", seed=0, sharpness=2.0)
+    return save_model(model, processor, tmp_path_factory.mktemp("sharp_blip"))
+
+
+@pytest.fixture(scope="module")
+def sources(sharp_blip_dir, sharp_pgseg_dir):
     """(source, method) -> (model folder, vocabulary, engine overrides, frames)."""
     torch.set_num_threads(2)
     scenes = [make_scene(scene_seed("heldout", i)).rgb for i in range(N_SCENES)]
@@ -59,9 +81,9 @@ def sources(tiny_blip_dir, tiny_pgseg_dir):
     return {
         ("toy", "pnp_ovss"): (MODEL_DIRS["pnp_ovss"], toy_vocab, {}, scenes),
         ("toy", "pgseg"): (MODEL_DIRS["pgseg"], toy_vocab, {}, scenes),
-        ("random", "pnp_ovss"): (tiny_blip_dir, random_vocab[:4], dict(presence="all", postprocess="none"),
+        ("random", "pnp_ovss"): (sharp_blip_dir, random_vocab[:4], dict(presence="all", postprocess="none"),
                                  random_frames()),
-        ("random", "pgseg"): (tiny_pgseg_dir, random_vocab, dict(background="never", top_k=None), random_frames()),
+        ("random", "pgseg"): (sharp_pgseg_dir, random_vocab, dict(background="never", top_k=None), random_frames()),
     }
 
 
@@ -131,13 +153,14 @@ def test_labels_agree_with_the_float32_run(source, method, dtype, vision_dtype, 
         labels = run_face(seg, face, frames)
         agreement[face] = float(np.mean(np.concatenate([(a == b).ravel() for a, b in zip(labels, ref[face])])))
     worst = min(agreement.values())
-    half = dtype != "float32" or vision_autocast_dtype(vision_dtype, dtype, "cpu") is not None
-    if worst < AGREEMENT and source == "random" and half:
-        # Random weights decide on differences under the half types' resolution (2^-8 bf16, 2^-11 fp16): the
-        # tiny BLIP's class GradCAM maps differ by ~1e-3 of their value, GroupViT's first grouping's top-2 soft
-        # assignments by ~1e-4 on ~0.04 (its weights rounded to bf16 but computed in float32 keep 99.9 %). The
-        # toy models' rows check the same paths on decisions with margins.
-        pytest.xfail(f"random weights decide below half precision's resolution: agreement {agreement}")
+    bf16_pass = dtype == "bfloat16" or vision_autocast_dtype(vision_dtype, dtype, "cpu") == "bfloat16"
+    if worst < AGREEMENT and (source, method) == ("random", "pnp_ovss") and bf16_pass and worst >= BLIP_BF16_FLOOR:
+        # Even at fan-in scale a random BLIP's class maps win by a median ~15 % of their value while a bf16
+        # pass moves them by ~2-3 % (rounding the weights alone: ~2 %), so 1-6 % of pixels flip: measured
+        # 0.94-0.97 with bf16 weights, 0.987 with bf16 autocast over float32 weights. Sharper cross-attention
+        # grows the error with the margin. fp16 (3 more bits) and every PGSeg row pass; the toy BLIP's bf16
+        # rows check this path on decisions with margins; a row below the floor fails here.
+        pytest.xfail(f"random BLIP's class maps are decided within bf16's error: agreement {agreement}")
     assert worst >= AGREEMENT, agreement
 
 
