@@ -121,7 +121,9 @@ def run_storm(node, ns: str, how: str, seconds: float, rate: float = 50.0, fps: 
     elif how != "none":
         srv_type, name = ((SetVocabulary, f"{ns}/set_vocabulary") if how == "service"
                           else (SetParameters, f"{full}/set_parameters"))
-        sender = make("client", node.create_client(srv_type, name))
+        # answers come back as fast as calls go out: a client that stalls a moment behind rclpy's default
+        # response queue of 10 would lose some itself, which is not what is measured here
+        sender = make("client", node.create_client(srv_type, name, qos_profile=qos.reliable(1000)))
     try:
         camera_status, engine_status = f"{full}: camera '(default)'", f"{full}: segmentation"
         if not (_wait(lambda: cam.get_subscription_count() > 0, 30)
