@@ -61,7 +61,8 @@ def main() -> None:
 
     from ovss_ros.msg import ClassMap
     from ovss_ros.ros import qos
-    from vocabulary_storm import Topic, run_storm
+    from rostest_helpers import Collector
+    from vocabulary_storm import run_storm
 
     w, h = (int(v) for v in args.size.split("x"))
     rclpy.init()
@@ -82,7 +83,7 @@ def main() -> None:
         ns = f"/ovss_storm_bench{i}"
         log = Path(tempfile.mkdtemp()) / "node.log"
         proc = start_node(args.node_repo, ns, log)
-        maps = Topic()
+        maps = Collector()
         sub = node.create_subscription(ClassMap, f"{ns}/segmentation/class_map", maps, qos.latched())
         try:
             if maps.wait_for(lambda m: m.vocabulary_version >= 1, 120) is None:

@@ -10,11 +10,10 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import pytest
-from rostest_helpers import wait_until
+from rostest_helpers import Collector, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,38 +52,6 @@ os.environ.setdefault("RCUTILS_LOGGING_BUFFERED_STREAM", "0")
 def tiny_model_dir(tiny_blip_dir) -> str:
     """The session's tiny random BLIP (test/conftest.py) as the path string node parameters take."""
     return str(tiny_blip_dir)
-
-
-class Collector:
-    """Every message received on one topic, with a condition to wait on."""
-
-    def __init__(self) -> None:
-        self.msgs: list = []
-        self.times: list = []      # monotonic arrival time of each message
-        self.cond = threading.Condition()
-
-    def __call__(self, msg) -> None:
-        with self.cond:
-            self.msgs.append(msg)
-            self.times.append(time.monotonic())
-            self.cond.notify_all()
-
-    def wait_for(self, predicate, timeout: float = 20.0):
-        """The first message matching predicate (including ones already received), or None."""
-        with self.cond:
-            found = []
-
-            def match():
-                found[:] = [m for m in self.msgs if predicate(m)][:1]
-                return bool(found)
-
-            self.cond.wait_for(match, timeout)
-            return found[0] if found else None
-
-    def clear(self) -> None:
-        with self.cond:
-            self.msgs.clear()
-            self.times.clear()
 
 
 class Probe:

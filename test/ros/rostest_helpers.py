@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import array
+import threading
 import time
 
 import numpy as np
@@ -15,6 +16,39 @@ def wait_until(predicate, timeout: float, interval: float = 0.02):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+class Collector:
+    """Every message received on one topic, with a condition to wait on."""
+
+    def __init__(self) -> None:
+        self.msgs: list = []
+        self.times: list = []      # monotonic arrival time of each message
+        self.cond = threading.Condition()
+
+    def __call__(self, msg) -> None:
+        with self.cond:
+            self.msgs.append(msg)
+            self.times.append(time.monotonic())
+            self.cond.notify_all()
+
+    def wait_for(self, predicate, timeout: float = 20.0, newest: bool = False):
+        """The first (or, with newest, the latest) message matching predicate, including ones already received,
+        or None."""
+        with self.cond:
+            found = []
+
+            def match():
+                found[:] = [m for m in (reversed(self.msgs) if newest else self.msgs) if predicate(m)][:1]
+                return bool(found)
+
+            self.cond.wait_for(match, timeout)
+            return found[0] if found else None
+
+    def clear(self) -> None:
+        with self.cond:
+            self.msgs.clear()
+            self.times.clear()
 
 
 def stamp(sec: int, nanosec: int = 0):

@@ -13,37 +13,12 @@ import statistics
 import threading
 import time
 
+from rostest_helpers import Collector, wait_until
+
 INPUTS = ("latched", "volatile", "service", "parameter")   # and "none": frames only, the baseline
 # words of the toy world, which the tests' tiny BLIP and the embedded toy model both know
 WORDS = ["plain", "striped", "checked", "red", "green", "blue", "yellow"]
 STAMPS = itertools.count(1_000)
-
-
-class Topic:
-    """Messages of one topic with arrival times and a condition to wait on."""
-
-    def __init__(self) -> None:
-        self.msgs: list = []
-        self.times: list = []
-        self.cond = threading.Condition()
-
-    def __call__(self, msg) -> None:
-        with self.cond:
-            self.msgs.append(msg)
-            self.times.append(time.monotonic())
-            self.cond.notify_all()
-
-    def wait_for(self, predicate, timeout: float):
-        """The newest message matching predicate, waiting up to timeout; None if none."""
-        found: list = []
-
-        def match():
-            found[:] = [m for m in reversed(self.msgs) if predicate(m)][:1]
-            return bool(found)
-
-        with self.cond:
-            self.cond.wait_for(match, timeout)
-        return found[0] if found else None
 
 
 def vocabularies(seed: int, classes: tuple = (1, 4)):
@@ -76,15 +51,6 @@ def _cpu_seconds(pid) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _wait(predicate, timeout: float, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
-
-
 def run_storm(node, ns: str, how: str, seconds: float, rate: float = 50.0, fps: float = 10.0,
               size: tuple = (48, 64), classes: tuple = (1, 4), seed: int = 0, pid=None, answer_timeout: float = 30.0,
               settle_timeout: float = 30.0) -> dict:
@@ -108,7 +74,7 @@ def run_storm(node, ns: str, how: str, seconds: float, rate: float = 50.0, fps: 
         made.append((kind, entity))
         return entity
 
-    labels, class_map, diag = Topic(), Topic(), Topic()
+    labels, class_map, diag = Collector(), Collector(), Collector()
     make("subscription", node.create_subscription(Image, f"{ns}/segmentation/labels", labels, qos.reliable(100)))
     make("subscription", node.create_subscription(ClassMap, f"{ns}/segmentation/class_map", class_map, qos.latched()))
     make("subscription", node.create_subscription(DiagnosticArray, "/diagnostics", diag, 50))
@@ -126,13 +92,13 @@ def run_storm(node, ns: str, how: str, seconds: float, rate: float = 50.0, fps: 
         sender = make("client", node.create_client(srv_type, name, qos_profile=qos.reliable(1000)))
     try:
         camera_status, engine_status = f"{full}: camera '(default)'", f"{full}: segmentation"
-        if not (_wait(lambda: cam.get_subscription_count() > 0, 30)
-                and (_wait(lambda: sender.get_subscription_count() > 0, 30) if how in ("latched", "volatile")
+        if not (wait_until(lambda: cam.get_subscription_count() > 0, 30)
+                and (wait_until(lambda: sender.get_subscription_count() > 0, 30) if how in ("latched", "volatile")
                      else sender is None or sender.wait_for_service(timeout_sec=30))
                 and get_params.wait_for_service(timeout_sec=30)):
             raise RuntimeError("the node's topics or services did not appear")
         t_begin = time.monotonic()
-        before = diag.wait_for(lambda m: _values(m, camera_status) is not None, 10)
+        before = diag.wait_for(lambda m: _values(m, camera_status) is not None, 10, newest=True)
         if before is None:
             raise RuntimeError("no diagnostics from the node")
         before_cam, before_engine = _values(before, camera_status), _values(before, engine_status)
@@ -204,18 +170,18 @@ def run_storm(node, ns: str, how: str, seconds: float, rate: float = 50.0, fps: 
             fut.add_done_callback(lambda _: got.set())
             return got.wait(5) and list(fut.result().values[0].string_array_value) == final
 
-        is_settled = how != "none" and bool(_wait(settled, settle_timeout, 0.1))
+        is_settled = how != "none" and bool(wait_until(settled, settle_timeout, 0.1))
         t_settled = time.monotonic()
-        answered_all = _wait(lambda: all(c[1] is not None for c in calls), answer_timeout)
+        answered_all = wait_until(lambda: all(c[1] is not None for c in calls), answer_timeout)
         # counters after the last frame was worked off: the first diagnostics published a second later
-        _wait(lambda: not labels.times or time.monotonic() - labels.times[-1] > 1.0, 10)
+        wait_until(lambda: not labels.times or time.monotonic() - labels.times[-1] > 1.0, 10)
         mark, seen = time.monotonic(), len(diag.msgs)   # /diagnostics carries other nodes' arrays too
 
         def ours_after():
             return next((m for m, t in zip(diag.msgs[seen:], diag.times[seen:])
                          if t > mark and _values(m, camera_status) is not None), None)
 
-        after = _wait(ours_after, 10)
+        after = wait_until(ours_after, 10)
         after_cam = _values(after, camera_status) if after is not None else {}
         after_engine = _values(after, engine_status) if after is not None else {}
 
