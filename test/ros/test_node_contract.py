@@ -141,17 +141,6 @@ def test_bad_start_parameters_end_with_one_line(start_node):
         assert node.proc.returncode == 1 and words in log and "Traceback" not in log, log
 
 
-def test_second_node_with_the_same_name_refuses_to_start(probe, start_node):
-    ns = "/ovss_twin"
-    first = start_node(ns, vocabulary=["dog"])
-    class_map = probe.collect(ClassMap, f"{ns}/segmentation/class_map", qos.latched())
-    assert class_map.wait_for(lambda m: m.vocabulary_version == 1, 120), first.log()
-    second = start_node(ns, vocabulary=["dog"])
-    assert wait_until(lambda: not second.alive(), 90), second.log()
-    assert second.proc.returncode == 1 and "already running" in second.log()
-    assert first.alive()
-
-
 def test_output_qos_takes_the_standard_overrides(probe, start_node):
     from rclpy.qos import ReliabilityPolicy
 
