@@ -67,8 +67,8 @@ def test_managed_node_refuses_bad_values_then_configures_once_fixed(probe, start
     assert change_state(probe, full, Transition.TRANSITION_CLEANUP)
     assert set_params(probe, full, cameras=["side"])[0].successful
     assert change_state(probe, full, Transition.TRANSITION_CONFIGURE), node.log()
-    diag.clear()
-    arr = diag.wait_for(lambda a: any(s.name.startswith(f"{full}: camera") for s in a.status), 20)
+    # the first report naming the new camera comes after configure; one sent before it may still be in flight
+    arr = diag.wait_for(lambda a: any(s.name == f"{full}: camera 'side'" for s in a.status), 20)
     assert arr is not None and [s.name for s in arr.status if s.name.startswith(f"{full}: camera")] == [
         f"{full}: camera 'side'"], [s.name for s in arr.status]
     assert "Traceback" not in node.log(), node.log()

@@ -83,8 +83,9 @@ def test_vocabulary_storm_does_not_starve_frames(probe, storm_node, how):
     assert r["diagnostics_max_gap_s"] < 3.0, r      # the period is 0.5 s: the executor kept serving it
     assert r["text_preparations"] <= r["vocabulary_versions"] < r["changes_sent"], r   # coalesced
     if how in ("service", "parameter"):
-        assert r["all_answered"] and r["answer_delay_s"]["max"] < 5.0, r
-    if how == "service":
+        assert r["all_answered"], r
+    if how == "service":      # the 5 s bound is the service's; parameter sets queue behind rclpy's own service
+        assert r["answer_delay_s"]["max"] < 5.0, r
         assert r["last_call"]["success"] and r["last_call"]["class_names"] == r["last_vocabulary"], r
         assert set(r["refusal_reasons"]) <= {SUPERSEDED}, r
     if how == "parameter":
