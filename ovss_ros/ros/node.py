@@ -48,6 +48,7 @@ DUPLICATE_WINDOW = 5.0      # s after start in which a twin with the same name m
 # s a twin may stay in the graph before it is an error: a leaving one can linger for its start window plus
 # the DDS participant lease (Fast DDS: 20 s) when its process ends without announcing it
 TWIN_LINGER = 60.0
+EXECUTOR_THREADS = 4        # see main()
 
 
 class OvssNode(ParameterHandling, LifecycleNode):
@@ -411,7 +412,9 @@ def main(argv=None) -> int:
         print(f"ovss_node: cannot start: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 1
-    executor = MultiThreadedExecutor(num_threads=4)
+    # two threads may sit in set_vocabulary calls waiting for their answer (the one being applied, the newest
+    # pending); the rest keep frames, timers and parameters moving
+    executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
     executor.add_node(node)
     executor.create_task(node.start)
     try:
