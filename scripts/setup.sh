@@ -29,27 +29,35 @@ else
 fi
 
 # Messages: rosidl through CMake into the venv (libraries in $V/lib, which the ROS wheels' bootstrapper puts on
-# LD_LIBRARY_PATH). The generated Python goes to its own folder, found through ovss_ros.__path__ (extend_path),
-# so the editable source tree stays the ovss_ros that Python imports.
-msg_stamp="$V/.ovss-msgs.sha"
-msg_want=$(cat "$ROOT"/CMakeLists.txt "$ROOT"/package.xml "$ROOT"/msg/*.msg $(ls "$ROOT"/srv/*.srv 2>/dev/null) | sha256sum | cut -d' ' -f1)
-if [ "$(cat "$msg_stamp" 2>/dev/null)" != "$msg_want" ]; then
-  say "generating ovss_ros messages with rosidl (cmake configure + build + install, ~20 s)"
-  B="$ROOT/build/ovss_ros"
+# LD_LIBRARY_PATH). The generated Python goes to a folder of its own, put on sys.path by a .pth file after the
+# editable source tree (ovss_ros's generated `msg` is found through ovss_ros.__path__, extend_path).
+#   build_interfaces NAME SOURCE_DIR CHECK_IMPORT
+build_interfaces() {
+  local name=$1 src=$2 check=$3
+  local stamp="$V/.ovss-msgs-$name.sha" pydir="$V/${name}_msgs_py" B="$ROOT/build/$name"
+  local want
+  want=$(cat "$src"/CMakeLists.txt "$src"/package.xml "$src"/msg/*.msg $(ls "$src"/srv/*.srv 2>/dev/null) \
+         "$ROOT"/cmake/*.cmake | sha256sum | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    say "$name messages already generated"
+    return
+  fi
+  say "generating $name messages with rosidl (cmake configure + build + install, ~20 s)"
   rm -rf "$B" && mkdir -p "$B"
-  AMENT_PREFIX_PATH="$V" cmake -S "$ROOT" -B "$B" -DCMAKE_PREFIX_PATH="$V" -DCMAKE_INSTALL_PREFIX="$V" \
-    -DPython3_EXECUTABLE="$V/bin/python" -DPYTHON_INSTALL_DIR="$V/ovss_ros_msgs" -DBUILD_TESTING=OFF \
-    -DOVSS_INSTALL_PYTHON=OFF > "$ROOT/build/cmake-configure.log" 2>&1 \
-    || { tail -30 "$ROOT/build/cmake-configure.log"; exit 1; }
-  AMENT_PREFIX_PATH="$V" cmake --build "$B" -j2 > "$ROOT/build/cmake-build.log" 2>&1 \
-    || { tail -30 "$ROOT/build/cmake-build.log"; exit 1; }
-  cmake --install "$B" > "$ROOT/build/cmake-install.log" 2>&1 || { tail -30 "$ROOT/build/cmake-install.log"; exit 1; }
+  AMENT_PREFIX_PATH="$V" cmake -S "$src" -B "$B" -DCMAKE_PREFIX_PATH="$V" -DCMAKE_INSTALL_PREFIX="$V" \
+    -DPython3_EXECUTABLE="$V/bin/python" -DPYTHON_INSTALL_DIR="$pydir" -DBUILD_TESTING=OFF \
+    -DOVSS_INSTALL_PYTHON=OFF > "$B.configure.log" 2>&1 || { tail -30 "$B.configure.log"; exit 1; }
+  AMENT_PREFIX_PATH="$V" cmake --build "$B" -j2 > "$B.build.log" 2>&1 || { tail -30 "$B.build.log"; exit 1; }
+  cmake --install "$B" > "$B.install.log" 2>&1 || { tail -30 "$B.install.log"; exit 1; }
+  local site
   site=$("$V/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-  echo "$V/ovss_ros_msgs" > "$site/zz_ovss_ros_msgs.pth"   # after the editable source tree
-  "$V/bin/python" -c "from ovss_ros.msg import ClassInfo; ClassInfo()" \
-    || { say "ERROR: generated messages do not import"; exit 1; }
-  echo "$msg_want" > "$msg_stamp"
-else
-  say "messages already generated"
-fi
+  echo "$pydir" > "$site/zz_${name}_msgs.pth"
+  "$V/bin/python" -c "$check" || { say "ERROR: generated $name messages do not import"; exit 1; }
+  echo "$want" > "$stamp"
+}
+
+build_interfaces ovss_ros "$ROOT" "from ovss_ros.msg import ClassInfo; ClassInfo()"
+# Test-only vision_msgs (LabelInfo, VisionClass): the PyPI wheels lack the package; robots get it from apt.
+build_interfaces vision_msgs "$ROOT/test/interfaces/vision_msgs" \
+  "from vision_msgs.msg import LabelInfo, VisionClass; LabelInfo(class_map=[VisionClass()])"
 say "ready: $V"
