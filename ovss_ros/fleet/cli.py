@@ -113,6 +113,13 @@ def main(argv=None) -> int:
 
 def run(args) -> int:
     prog = "ovss-label-bags"
+    from . import runtime
+
+    try:   # before anything is read or written
+        runtime.require_ray()
+    except runtime.WorkerStartError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
     try:
         vocabulary = parse_vocabulary_text(args.vocabulary)
     except VocabularyTextError as exc:
@@ -137,8 +144,6 @@ def run(args) -> int:
                 todo_frames += frame_count(bag.path, args.topics)
             except (Exception, SystemExit) as exc:   # noqa: BLE001 - reported as this bag's failure
                 bag.error = reason_of(exc)
-
-    from . import runtime
 
     spec = JobSpec(model=args.model, vocabulary=tuple(vocabulary), method=args.method, preset=args.preset,
                    device=args.device, dtype=args.dtype, overrides=tuple(args.overrides), kind=args.kind,

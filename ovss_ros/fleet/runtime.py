@@ -21,6 +21,19 @@ class WorkerStartError(RuntimeError):
     """The workers could not be started (no resources, model not loadable, bad vocabulary)."""
 
 
+# Ray is the `fleet` extra, not a dependency of the ROS package: a robot built with colcon has none
+RAY_MISSING = ("Ray is not installed; it is the optional `fleet` extra of ovss_ros: "
+               "pip install '.[fleet]' in the ovss_ros checkout, or pip install 'ray>=2.60'")
+
+
+def require_ray() -> None:
+    """WorkerStartError with RAY_MISSING when Ray cannot be imported."""
+    try:
+        import ray  # noqa: F401
+    except ImportError as exc:
+        raise WorkerStartError(RAY_MISSING) from exc
+
+
 def start_runtime(address: Optional[str], num_cpus: Optional[int] = None, num_gpus: Optional[int] = None) -> float:
     """ray.init: a local runtime on this machine (address None) or an existing cluster ('auto', HOST:PORT).
     Returns the seconds it took."""
