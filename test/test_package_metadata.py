@@ -74,6 +74,11 @@ NOT_IMPORTED = {
     "cv_bridge": "optional image conversion on robots",
     "launch_testing_ament_cmake": "CMakeLists.txt add_launch_test",
 }
+# imported, and deliberately not package.xml keys (README, "On a robot")
+NOT_DECLARED = {
+    "ovss-torch-pip": "installed by hand in the build that fits the robot's GPU; rosdep must not replace it",
+    "ovss-ray-pip": "ovss-label-bags only: the optional `fleet` extra; colcon build and the node run without it",
+}
 RUNTIME_SOURCES = [*PKG.rglob("*.py"), *(REPO / "scripts" / "ros").iterdir(), *(REPO / "launch").glob("*.py")]
 
 
@@ -98,6 +103,9 @@ def test_package_xml_declares_every_import_and_nothing_unused():
     local = {p.stem for p in (REPO / "test").rglob("*.py")}      # test helpers importing each other
     tests = _imported((REPO / "test").rglob("*.py")) - local
     run_keys, test_keys = _declared("depend", "exec_depend"), _declared("test_depend")
+    assert set(NOT_DECLARED) <= runtime and not set(NOT_DECLARED) & (run_keys | test_keys)
+    runtime -= set(NOT_DECLARED)
+    tests -= set(NOT_DECLARED)
     assert runtime <= run_keys, f"imported but not declared (exec): {sorted(runtime - run_keys)}"
     assert tests <= run_keys | test_keys, f"imported by tests but not declared: {sorted(tests - run_keys - test_keys)}"
     unused_run, unused_test = run_keys - runtime - set(NOT_IMPORTED), test_keys - tests - set(NOT_IMPORTED)
@@ -106,10 +114,31 @@ def test_package_xml_declares_every_import_and_nothing_unused():
     assert _package_xml().get("format") == "3"
 
 
-def test_pip_only_keys_resolve_through_rosdep_yaml():
-    text = (REPO / "rosdep.yaml").read_text()
-    rosdep_keys = set(re.findall(r"^([\w.-]+):\s*$", text, re.M))
+def _rosdep_yaml() -> dict:
+    import yaml
+
+    return yaml.safe_load((REPO / "rosdep.yaml").read_text())
+
+
+def test_pip_only_keys_resolve_through_rosdep_yaml_and_nothing_else_is_there():
+    rules = _rosdep_yaml()
     pip_keys = {k for k in _declared("depend", "exec_depend", "test_depend") if k.endswith("-pip")}
-    assert pip_keys and pip_keys <= rosdep_keys, sorted(pip_keys - rosdep_keys)
+    assert pip_keys and pip_keys == set(rules), (sorted(pip_keys - set(rules)), sorted(set(rules) - pip_keys))
+    pip_packages = {p for rule in rules.values() for os_rule in rule.values() for p in os_rule["pip"]["packages"]}
+    assert not pip_packages & {"torch", "ray"}, "rosdep would install torch or Ray"
+
+
+def _setup_keywords() -> dict:
+    tree = ast.parse((REPO / "setup.py").read_text())
+    call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup")
+    return {k.arg: ast.literal_eval(k.value) for k in call.keywords if k.arg in ("install_requires", "extras_require")}
+
+
+def test_ray_is_the_fleet_extra_and_torch_a_pip_requirement():
+    """`pip install .` brings torch (no ROS, no rosdep); Ray only with `.[fleet]`."""
+    kw = _setup_keywords()
+    names = lambda reqs: {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower() for r in reqs}   # noqa: E731
+    assert "ray" in names(kw["extras_require"]["fleet"]) and "ray" not in names(kw["install_requires"])
+    assert "torch" in names(kw["install_requires"])
 
 
