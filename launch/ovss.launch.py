@@ -3,6 +3,7 @@
 ros2 launch ovss_ros ovss.launch.py image_topics:=/camera/color/image_raw vocabulary:="person, chair" rviz:=true
 ros2 launch ovss_ros ovss.launch.py cameras:=front,rear image_topics:=/front/image_raw,/rear/image_raw
 ros2 launch ovss_ros ovss.launch.py fastdds_profile:=false    # Fast DDS defaults (no large-frames profile)
+ros2 launch ovss_ros ovss.launch.py rviz:=true fixed_frame:=base_link
 Arguments left empty keep the values of params_file (config/ovss.yaml by default)."""
 import os
 import tempfile
@@ -10,12 +11,11 @@ import tempfile
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 
-from ovss_ros.ros.launch_logic import (node_environment, node_parameter_overrides, node_remappings, rviz_config,
-                                       split_list)
+from ovss_ros.ros.launch_logic import (is_true, node_environment, node_parameter_overrides, node_remappings,
+                                       rviz_config, split_list)
 
 SHARE = get_package_share_directory("ovss_ros")
 ARGS = [
@@ -31,8 +31,10 @@ ARGS = [
     ("vocabulary", "", "initial class names, comma-separated; empty = params file / vocabulary topic"),
     ("use_sim_time", "false", "use /clock (bag replay with --clock)"),
     ("log_level", "info", "node log level"),
-    ("rviz", "false", "start rviz2 with config/ovss.rviz (camera, overlay, labels)"),
+    ("rviz", "false", "start rviz2 with config/ovss.rviz (camera, overlay: the labels in colour)"),
     ("rviz_config", os.path.join(SHARE, "config", "ovss.rviz"), "rviz2 config to start from"),
+    ("fixed_frame", "", "rviz2 fixed frame (your camera's frame_id or a TF frame such as base_link, map); "
+                        "empty = the rviz config's (camera_link in config/ovss.rviz)"),
     ("fastdds_profile", "true", "give the node the Fast DDS large-frames profile (shared memory for camera-sized "
                                 "messages; give it to the camera driver too: docs/ros_node.md); false = Fast DDS "
                                 "defaults. A profile already set in the environment is kept"),
@@ -55,13 +57,16 @@ def _nodes(context):
                          arguments=["--ros-args", "--log-level", arg["log_level"]], output="screen",
                          emulate_tty=True,
                          additional_env=node_environment(arg["fastdds_profile"], arg["fastdds_profile_file"]))
+    if not is_true(arg["rviz"]):
+        return [node]   # no rviz: nothing is read or written
     with open(arg["rviz_config"]) as f:
-        text = rviz_config(f.read(), arg["namespace"], cameras[0] if cameras else "", topics[0] if topics else "")
+        text = rviz_config(f.read(), arg["namespace"], cameras[0] if cameras else "", topics[0] if topics else "",
+                           arg["fixed_frame"])
     rviz_file = os.path.join(tempfile.mkdtemp(prefix="ovss_rviz_"), "ovss.rviz")
     with open(rviz_file, "w") as f:
         f.write(text)
     rviz = Node(package="rviz2", executable="rviz2", name="ovss_rviz", arguments=["-d", rviz_file],
-                parameters=[{"use_sim_time": sim}], condition=IfCondition(arg["rviz"]), output="screen")
+                parameters=[{"use_sim_time": sim}], output="screen")
     return [node, rviz]
 
 

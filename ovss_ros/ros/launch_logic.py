@@ -3,13 +3,16 @@ even though launch/launch_ros are not installable on these machines."""
 from __future__ import annotations
 
 import os
+import re
 from typing import Mapping, Optional
 
 # Fast DDS reads its default XML profile from this variable (Humble's Fast DDS 2.x from the older name too).
 PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
 
-# Topics in config/ovss.rviz, as the node publishes them with no namespace and the default camera.
-RVIZ_TOPICS = {"camera": "/image", "overlay": "/segmentation/overlay", "labels": "/segmentation/labels"}
+# Topics in config/ovss.rviz, as the node publishes them with no namespace and the default camera. The labels
+# are shown through the overlay (stable colours, legend): a mono8 image of class ids 0..N looks black in rviz.
+RVIZ_TOPICS = {"camera": "/image", "overlay": "/segmentation/overlay"}
+_FIXED_FRAME = re.compile(r"^(\s*Fixed Frame: ).*$", re.M)
 
 
 def split_list(text: str) -> list[str]:
@@ -52,14 +55,27 @@ def node_parameter_overrides(model: str = "", device: str = "", preset: str = ""
     return out
 
 
-def rviz_config(template: str, namespace: str = "", camera: str = "", image_topic: str = "") -> str:
-    """config/ovss.rviz with its topics moved to where this launch puts them."""
+def check_frame_id(frame: str) -> str:
+    """A TF frame id as rviz's fixed frame: no spaces, no leading '/' (tf2 refuses those)."""
+    if not frame or frame.startswith("/") or any(ch.isspace() or ch in ":#'\"" for ch in frame):
+        raise ValueError(f"fixed_frame {frame!r} is not a TF frame id (e.g. camera_link, base_link, map: "
+                         "no spaces, no leading '/')")
+    return frame
+
+
+def rviz_config(template: str, namespace: str = "", camera: str = "", image_topic: str = "",
+                fixed_frame: str = "") -> str:
+    """config/ovss.rviz with its topics moved to where this launch puts them, and its fixed frame replaced
+    when one is given (empty keeps the file's)."""
     cam = camera.strip("/")
     base = _join(namespace, cam)
     topics = {"camera": image_topic if image_topic.startswith("/") else _join(base, image_topic or "image"),
-              "overlay": _join(base, "segmentation/overlay"), "labels": _join(base, "segmentation/labels")}
+              "overlay": _join(base, "segmentation/overlay")}
     for key, default in RVIZ_TOPICS.items():
         template = template.replace(f"Value: {default}\n", f"Value: {topics[key]}\n")
+    if fixed_frame.strip():
+        frame = check_frame_id(fixed_frame.strip())
+        template = _FIXED_FRAME.sub(lambda m: m.group(1) + frame, template, count=1)
     return template
 
 
