@@ -17,6 +17,7 @@ from ovss_ros.config import make_config
 from ovss_ros.prompts import normalize_vocabulary
 from ovss_ros.ros import outputs
 from ovss_ros.ros.node import OvssNode
+from ovss_ros.ros.params import all_specs, check_node_value
 
 REPO = Path(__file__).resolve().parents[2]
 FILE = REPO / "config" / "nav2_semantic_segmentation.yaml"
@@ -74,6 +75,14 @@ def test_sources_subscribe_the_topics_the_node_publishes(config):
         assert (latched.reliability, latched.durability) == (ReliabilityPolicy.RELIABLE,
                                                               DurabilityPolicy.TRANSIENT_LOCAL)
         assert source["pointcloud_topic"] and source["pointcloud_topic"] not in published
+
+
+def test_node_part_sets_declared_parameters_to_accepted_values(config):
+    node, _ = config
+    specs = {spec.name: spec for spec in all_specs("realtime")}
+    assert set(node) <= set(specs), f"not node parameters: {sorted(set(node) - set(specs))}"
+    refused = {name: check_node_value(specs[name], value) for name, value in node.items()}
+    assert not any(refused.values()), refused
 
 
 def test_every_published_class_name_has_a_cost_and_every_cost_a_published_name(config):
