@@ -30,6 +30,7 @@ setup(
         "pydensecrf2",
         "tqdm",
     ],
+    # fleet: ovss-label-bags on Ray, the only user of Ray (no rosdep key: a colcon-built robot runs without it)
     extras_require={"bags": ["rosbags"], "fleet": ["ray>=2.60", "rosbags"], "test": ["pytest", "scipy"]},
     entry_points={
         "console_scripts": [
