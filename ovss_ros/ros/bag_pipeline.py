@@ -26,6 +26,7 @@ from .bag_io import Reader, copy_connection, image_connections, message_class, o
 from .batching import segment_each
 from .image_codec import BadFrame, compressed_to_rgb, image_to_rgb
 from .knobs import config_threshold
+from .output_size import resize_result
 
 OUTPUTS = {"labels": "sensor_msgs/msg/Image", "confidence": "sensor_msgs/msg/Image",
            "overlay": "sensor_msgs/msg/Image", "masks": "ovss_ros/msg/SegmentationMasks",
@@ -50,6 +51,7 @@ class BagOutputOptions:
     model: str = ""
     with_overlay: bool = True
     overlay_alpha: float = 0.5
+    output_size: Optional[tuple] = None   # (width, height) of labels, confidence and masks; None = the frame's
 
 
 def decode_frame(msgtype: str, raw: bytes, max_pixels: int):
@@ -61,9 +63,10 @@ def decode_frame(msgtype: str, raw: bytes, max_pixels: int):
 
 def bag_messages(seg, res, rgb, header, opts: BagOutputOptions) -> FrameResult:
     """The node's output messages for one result, serialized, in the order ovss-bag-segment writes them."""
-    msgs = {"labels": outputs.labels_image(res.labels, header),
-            "confidence": outputs.confidence_image(res.confidence, header),
-            "masks": outputs.masks_message(res, header, 1),
+    sized = resize_result(res, opts.output_size)   # as the node's output_size; the overlay keeps the frame's
+    msgs = {"labels": outputs.labels_image(sized.labels, header),
+            "confidence": outputs.confidence_image(sized.confidence, header),
+            "masks": outputs.masks_message(sized, header, 1),
             "class_map": outputs.class_map_message(res.class_names, 1, header, config_threshold(seg.config),
                                                    opts.model)}
     if opts.with_overlay:

@@ -13,6 +13,7 @@ import time
 from ovss_ros.config import MODEL_DTYPES
 
 from .bag_io import detect_storage
+from .output_size import size_problem
 from .bag_pipeline import OUTPUTS, BagOutputOptions, OutputBagSink, bag_messages, done, run_bag, segment_frames
 from .vocabulary import parse_vocabulary_text
 
@@ -47,11 +48,27 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("input", help="input bag directory (sqlite3 or mcap)")
     ap.add_argument("output", help="output bag directory (must not exist)")
     add_segmentation_args(ap)
+    ap.add_argument("--output-size", type=size_argument, metavar="WIDTHxHEIGHT",
+                    help="labels, confidence and masks at this size (labels nearest-neighbour), like the node's "
+                         "output_size; the overlay keeps the frame's size (default: the frame's size)")
     return ap.parse_args(argv)
 
 
+def size_argument(text: str) -> tuple:
+    """'640x480' -> (640, 480), checked like the node's output_size."""
+    try:
+        size = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        size = ()
+    problem = size_problem(list(size)) if len(size) == 2 else f"{text!r}: expected WIDTHxHEIGHT, e.g. 640x480"
+    if problem or size == (0, 0):
+        raise argparse.ArgumentTypeError(problem or "0x0: give a size, or leave --output-size out")
+    return size
+
+
 def output_options(args) -> BagOutputOptions:
-    return BagOutputOptions(model=args.model, with_overlay=not args.no_overlay, overlay_alpha=args.overlay_alpha)
+    return BagOutputOptions(model=args.model, with_overlay=not args.no_overlay, overlay_alpha=args.overlay_alpha,
+                            output_size=args.output_size)
 
 
 def main(argv=None) -> int:

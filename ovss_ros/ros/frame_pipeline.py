@@ -18,6 +18,7 @@ from ovss_ros.prompts import VocabularyError
 from . import outputs
 from .batching import segment_each
 from .image_codec import BadFrame, compressed_to_rgb, image_to_rgb
+from .output_size import aspect_changes, resize_result, target_size
 from .overlay_thread import OverlayJob
 from .stats import CameraStats, StageLatency
 from .worker import Frame
@@ -94,7 +95,8 @@ class FramePipeline:
 
     def __init__(self, engine, stats: dict, latency: StageLatency, outputs_of: Callable[[str], CameraOutputs],
                  settings: Callable[[], dict], now: Callable[[], float], warn_once: Callable[[tuple, str], None],
-                 gate: PublishGate, overlays=None):
+                 gate: PublishGate, overlays=None,
+                 followed_size: Callable[[str], Optional[tuple]] = lambda cam: None):
         self.engine = engine                 # the node's EngineState (lock, segmenter, vocabulary, version)
         self.stats = stats                   # camera -> CameraStats
         self.latency = latency
@@ -104,6 +106,7 @@ class FramePipeline:
         self.warn_once = warn_once
         self.gate = gate
         self.overlays = overlays             # OverlayPublisher, or None: overlays drawn here
+        self.followed_size = followed_size   # camera -> (width, height) from output_size_from, or None
         self.engine_outputs: tuple = ()      # what the engine was asked for last (diagnostics, tests)
         self.batches = 0
         self.last_batch = 0
@@ -192,6 +195,16 @@ class FramePipeline:
         pubs = self.outputs_of(cam)
         return wanted_outputs(pubs, s) if pubs is not None else {}
 
+    def _resized(self, cam: str, result, s: dict):
+        """The result at the output size (output_size, else output_size_from's latest), or as it is."""
+        size = target_size(s.get("output_size", (0, 0)), self.followed_size(cam))
+        hw = result.labels.shape
+        if size is not None and aspect_changes(hw, size):
+            self.warn_once((cam, "aspect", size), f"camera '{cam}': outputs resized from {hw[1]} x {hw[0]} to "
+                           f"{size[0]} x {size[1]} are stretched (another aspect ratio): the target should "
+                           "cover the camera's field of view, as a depth image registered to it does")
+        return resize_result(result, size)
+
     def _publish(self, r: _Ready, result, version: int, want: dict, s: dict, times: dict) -> bool:
         """Encode and publish one frame's outputs (the overlay is handed to its thread); False if the gate
         is closed."""
@@ -201,12 +214,13 @@ class FramePipeline:
         msgs = []   # (kind, publisher, message)
         if pubs is None:
             s = {**s, "publish_labels": False, "publish_class_map_per_frame": False}
+        sized = self._resized(cam, result, s)   # the overlay below stays at the camera's size
         if s["publish_labels"]:
-            msgs.append(("labels", pubs.labels, outputs.labels_image(result.labels, header)))
+            msgs.append(("labels", pubs.labels, outputs.labels_image(sized.labels, header)))
         if want.get("confidence"):
-            msgs.append(("confidence", pubs.confidence, outputs.confidence_image(result.confidence, header)))
+            msgs.append(("confidence", pubs.confidence, outputs.confidence_image(sized.confidence, header)))
         if want.get("masks"):
-            msgs.append(("masks", pubs.masks, outputs.masks_message(result, header, version)))
+            msgs.append(("masks", pubs.masks, outputs.masks_message(sized, header, version)))
         if s["publish_class_map_per_frame"]:
             msgs.append(("class_map", pubs.class_map, outputs.class_map_message(
                 result.class_names, version, header, s["presence_threshold"], s["model"])))

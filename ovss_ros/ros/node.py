@@ -35,6 +35,7 @@ from ovss_ros.srv import SetVocabulary
 from . import diagnostics, outputs, qos
 from .camera_inputs import CameraInputs, topic
 from .frame_pipeline import CameraOutputs, FramePipeline, PublishGate
+from .output_size import SizeFollower, conflict as output_size_conflict
 from .overlay_thread import OverlayPublisher
 from .process_exit import EXECUTOR_WAIT, ExitDeadline, end_process
 from .node_params import ParameterHandling, StartupError, add_post_set_callback, declare_all
@@ -64,6 +65,7 @@ class OvssNode(ParameterHandling, LifecycleNode):
         self.camera_outputs: dict = {}
         self._camera_stats: dict = {}
         self._inputs = CameraInputs(self, self._on_frame, self._group)
+        self._follow = SizeFollower(self, self._group)   # output_size_from
         self._io: list = []                     # configure-time entities: vocabulary subs, service
         self.frames: Optional[LatestFrames] = None
         self._worker: Optional[Worker] = None
@@ -83,6 +85,7 @@ class OvssNode(ParameterHandling, LifecycleNode):
         self.exit_code = 0
         add_post_set_callback(self, self._after_set_parameters)   # before the validator: see its docstring
         self.add_on_set_parameters_callback(self._check_parameters)
+        self.add_on_set_parameters_callback(self._follow.check_parameters)   # output_size with output_size_from
         # /diagnostics in every state, so a failed configure is seen where operators look
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(self.p("diagnostics_period"), self._publish_diagnostics, callback_group=self._group)
@@ -129,7 +132,8 @@ class OvssNode(ParameterHandling, LifecycleNode):
 
         from .engine_state import EngineState
 
-        problem = self.configure_problem()   # values given at start never met the on-set check
+        problem = (self.configure_problem()   # values given at start never met the on-set check
+                   or output_size_conflict(self.p("output_size"), self.p("output_size_from")))
         if problem:
             return self._fail(f"parameter refused: {problem}")
         method = self.p("method")
@@ -144,7 +148,8 @@ class OvssNode(ParameterHandling, LifecycleNode):
         self.frames = LatestFrames()
         self._overlays = OverlayPublisher(self.gate, self.camera_outputs.get, self._latency, self._on_overlay_error)
         self._pipeline = FramePipeline(self.engine, self._camera_stats, self._latency, self.camera_outputs.get,
-                                       lambda: self.settings, self._now, self.warn_once, self.gate, self._overlays)
+                                       lambda: self.settings, self._now, self.warn_once, self.gate, self._overlays,
+                                       self._follow.size)
         self._worker = Worker(self.frames, self._pipeline, self._on_worker_error, setup=self._worker_setup)
         self._worker.start()
         self._overlays.start()
@@ -216,12 +221,14 @@ class OvssNode(ParameterHandling, LifecycleNode):
                                    f"{self.p('preset')})")
         self.error = None
         self._inputs.open(list(self.p("cameras")), self.p("input_transport"), self.p("qos.input_reliability"))
+        self._follow.open(list(self.p("cameras")), self.p("output_size_from"))
         self._activated_at = time.monotonic()
         self.get_logger().info(f"active: cameras {list(self.p('cameras'))}, input {self.p('input_transport')}")
         return SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._inputs.close()
+        self._follow.close()
         self._activated_at = None
         if self.frames is not None:
             self.frames.clear()
@@ -244,6 +251,7 @@ class OvssNode(ParameterHandling, LifecycleNode):
     def _teardown(self, wait: bool = True) -> None:
         """Release everything; wait=False abandons a frame in flight (the process is ending)."""
         self._inputs.close()
+        self._follow.close()
         self._activated_at = None
         self.gate.close(1.0 if wait else 0.0)   # exiting: a publish under way finishes alone, none starts
         self._vocabulary.stop()   # answers a pending request; one with the worker ends when it stops

@@ -14,6 +14,7 @@ from typing import Any, Optional
 from ovss_ros.config import MODEL_DTYPES
 
 from .knobs import ENGINE, KNOBS, METHODS, PRESET_NAMES, KnobTable
+from .output_size import MAX_SIDE, size_problem, source_problem
 
 # When a changed value is used: "start" (read once; read_only), "configure" (next configure transition;
 # refused while configured), "activate" (next activation; refused while active), "runtime" (immediately).
@@ -76,6 +77,15 @@ NODE_PARAMS = [
               "also publish `segmentation/class_map` (and label_info) with each result's header; they are always "
               "published, transient local, on every vocabulary change"),
     ParamSpec("overlay_alpha", 0.5, RUNTIME, "weight of the class colours in the overlay", limits=(0.0, 1.0)),
+    ParamSpec("output_size", [0, 0], RUNTIME,
+              "[width, height] of labels, confidence and masks (labels nearest-neighbour, scores area/bilinear; "
+              "headers stay the frame's; the overlay keeps the camera's size); [0, 0] = the camera's size; each "
+              f"side 1..{MAX_SIDE}; exclusive with output_size_from"),
+    ParamSpec("output_size_from", "", ACTIVATE,
+              "follow the size of this topic, relative to each camera's prefix: a name ending in `camera_info` is "
+              "read as sensor_msgs/CameraInfo (e.g. `aligned_depth_to_color/camera_info`), any other as "
+              "sensor_msgs/Image (e.g. a depth image); the latest message's size applies, the camera's size until "
+              "the first; \"\" = off; exclusive with output_size"),
     ParamSpec("qos.input_reliability", "auto", ACTIVATE,
               "camera readers: auto (a best-effort reader, plus a reliable one unless every publisher known at "
               "activation is best effort; duplicates dropped: every publisher is heard from its first frame, and "
@@ -136,6 +146,10 @@ def check_node_value(spec: ParamSpec, value: Any) -> Optional[str]:
         return "model must not be empty"
     if spec.name == "cameras":
         return camera_names_problem(list(value))
+    if spec.name == "output_size":
+        return size_problem(value)
+    if spec.name == "output_size_from":
+        return source_problem(str(value))
     return None
 
 
@@ -168,6 +182,7 @@ def markdown_table(preset: str = "realtime") -> str:
     rows = ["| parameter | default | change takes effect | meaning |", "|---|---|---|---|"]
     for s in all_specs(preset):
         default = s.default if not isinstance(s.default, bool) else str(s.default).lower()
+        default = '""' if default == "" else default   # an empty code span would not render
         meaning = s.description
         if s.choices and not all(c in meaning for c in s.choices):
             meaning += f" ({', '.join(s.choices)})"
