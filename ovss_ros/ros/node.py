@@ -72,6 +72,7 @@ class OvssNode(ParameterHandling, LifecycleNode):
         self._overlays: Optional[OverlayPublisher] = None
         self._pipeline: Optional[FramePipeline] = None
         self.gate = PublishGate()
+        self.gate.close()   # opened by activate together with the class maps (VocabularyPath.publish_class_maps)
         self._latency = StageLatency()
         self._activated_at: Optional[float] = None
         self._torch_threads = torch.get_num_threads()   # as the worker thread sees it, once it runs
@@ -145,6 +146,8 @@ class OvssNode(ParameterHandling, LifecycleNode):
         except ValueError as exc:
             return self._fail(f"engine parameters do not fit model {self.p('model')!r}: {exc}")
         self.error = None
+        if outputs.LABEL_INFO_MISSING:
+            self.warn_once(("vision_msgs",), outputs.LABEL_INFO_MISSING)
         self.frames = LatestFrames()
         self._overlays = OverlayPublisher(self.gate, self.camera_outputs.get, self._latency, self._on_overlay_error)
         self._pipeline = FramePipeline(self.engine, self._camera_stats, self._latency, self.camera_outputs.get,
@@ -198,8 +201,7 @@ class OvssNode(ParameterHandling, LifecycleNode):
         if result != SUCCESS:
             return result
         result = super().on_activate(state)   # enables the lifecycle publishers
-        self.gate.reopen()
-        self._vocabulary.publish_class_maps()
+        self._vocabulary.publish_class_maps(reopen=True)
         return result
 
     def _activate(self) -> TransitionCallbackReturn:

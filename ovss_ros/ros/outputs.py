@@ -13,8 +13,14 @@ from .image_codec import array_to_image
 
 try:   # standard LabelInfo for Nav2's semantic segmentation layer; absent from the PyPI wheels
     from vision_msgs.msg import LabelInfo, VisionClass
-except ImportError:   # pragma: no cover - depends on the machine
+    LABEL_INFO_MISSING: Optional[str] = None
+except ImportError as exc:   # depends on the machine (a test runs the node without it)
     LabelInfo = VisionClass = None
+    LABEL_INFO_MISSING = (f"vision_msgs is not importable ({exc}): segmentation/label_info "
+                          "(vision_msgs/LabelInfo) is not published, so Nav2's semantic_segmentation_layer, which "
+                          "names the ids of segmentation/labels only from it, cannot use this node's labels; "
+                          "install the vision_msgs package of your ROS distribution (ros-<distro>-vision-msgs). "
+                          "All other outputs are published as usual")
 
 
 def labels_image(labels: np.ndarray, header):
@@ -68,7 +74,10 @@ def class_map_message(class_names: Sequence[str], version: int, header, threshol
 
 
 def label_info_message(class_names: Sequence[str], header, threshold: float = 0.0) -> Optional[object]:
-    """vision_msgs/LabelInfo (id 0 = "background"), or None where vision_msgs is not installed."""
+    """vision_msgs/LabelInfo, or None where vision_msgs is not installed: id 0 = "background", ids 1..K = the
+    vocabulary in order (the values of the label image); threshold = the score a class needs (knobs'
+    class_map_threshold). The header is the caller's: on a vocabulary change the node clock's time and no
+    frame (it holds for every image of the camera), per frame the frame's header."""
     if LabelInfo is None:
         return None
     msg = LabelInfo()

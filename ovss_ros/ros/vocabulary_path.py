@@ -234,13 +234,20 @@ class VocabularyPath:
         finally:
             self._mirroring.on = False
 
-    def publish_class_maps(self) -> None:
+    def publish_class_maps(self, reopen: bool = False) -> None:
+        """Class map and LabelInfo of every camera. Called by the worker right after a vocabulary change,
+        before it segments the next frame, and by activate with reopen=True: the gate opens with them under one
+        hold of its lock, so no frame's outputs go out first (Nav2's layer needs LabelInfo before masks).
+        Header: the node clock's time of publication, no frame_id (the map holds for all of a camera's
+        images)."""
         engine = self.node.engine
-        if engine is None or not engine.version:
-            return
         with self.node.gate as open_:
-            if not open_:
+            if reopen:
+                self.node.gate.open = True
+            elif not open_:
                 return   # inactive: published again on activate
+            if engine is None or not engine.version:
+                return
             header = ClassMap().header
             header.stamp = self.node.get_clock().now().to_msg()
             threshold = self.node.settings["presence_threshold"]
