@@ -14,7 +14,7 @@ from std_msgs.msg import String
 
 from ovss_ros.msg import SegmentationMasks
 from ovss_ros.ros import qos
-from rostest_helpers import change_state, image_msg, scene, stamp, to_array
+from rostest_helpers import change_state, image_msg, scene, stamp, to_array, wait_until
 
 NS = "/ovss_output_size"
 NODE = f"{NS}/ovss_node"
@@ -152,3 +152,13 @@ def test_follow_a_camera_info_then_a_depth_image(rig):
     check(rig.frames_until((24, 18), before=lambda: depth_pub.publish(depth)), (24, 18))
     # a best-effort depth driver meets the node's reliable reader too: expected, not logged as a problem
     assert "incompatible" not in log().lower(), log()
+
+
+def test_both_modes_at_start_fail_configure_before_the_model(start_node):
+    """Values given at start never meet the on-set check: configure refuses the pair, the process ends with 1
+    (each value alone is checked at configure with the other node parameters, as test_node_validation shows)."""
+    node = start_node("/ovss_output_size_both", output_size="[32, 24]", output_size_from="depth/camera_info")
+    assert wait_until(lambda: not node.alive(), 90), node.log()
+    log = node.log()
+    assert node.proc.returncode == 1 and "exiting with status 1: parameter refused" in log, log
+    assert "choose one" in log and "Traceback" not in log and "loaded on" not in log, log
