@@ -207,7 +207,7 @@ class ParameterHandling:
             except ValueError as exc:   # only if two accepted sets conflict; keep the settings in use
                 self.warn_once(("engine", str(exc)), f"engine parameters not applied: {exc}")
             else:
-                self.frames.put_change(Change("engine", self.engine.apply_config))
+                self.frames.put_change(Change("engine", self._vocabulary.apply_engine_settings))
         if "vocabulary" in names:
             value = next(p.value for p in params if p.name == "vocabulary")
             self._vocabulary.submit(tuple(vocabulary_names(value)), "parameter")

@@ -136,6 +136,7 @@ class VocabularyPath:
         self._numbers = itertools.count(1)    # one order for every source
         self.group = TakeOrder(self._numbers)   # the topic's and the service's callbacks
         self._mailbox: Optional[Mailbox] = None
+        self._published_threshold: Optional[float] = None   # in the class maps last published
 
     @property
     def mirroring(self) -> bool:
@@ -250,9 +251,19 @@ class VocabularyPath:
                 return
             header = ClassMap().header
             header.stamp = self.node.get_clock().now().to_msg()
-            threshold = self.node.settings["presence_threshold"]
+            threshold = self._published_threshold = self.node.settings["presence_threshold"]
             for outs in list(self.node.camera_outputs.values()):
                 outs.class_map.publish(outputs.class_map_message(engine.names, engine.version, header, threshold,
                                                                  self.node.settings["model"]))
                 if outs.label_info is not None:
                     outs.label_info.publish(outputs.label_info_message(engine.names, header, threshold))
+
+    def apply_engine_settings(self) -> None:
+        """Worker: new engine settings take effect; a changed threshold goes out in the class maps before any
+        frame is segmented with it."""
+        engine = self.node.engine
+        if engine is None:
+            return   # cleaned up meanwhile
+        engine.apply_config()
+        if self.node.settings["presence_threshold"] != self._published_threshold:
+            self.publish_class_maps()

@@ -12,7 +12,7 @@ from sensor_msgs.msg import Image
 from ovss_ros.ros import qos
 from ovss_ros.srv import SetVocabulary
 from nav2_layer import Nav2Layer, check_pair, class_names, mask_ids
-from rostest_helpers import change_state, image_msg, scene, wait_until
+from rostest_helpers import change_state, image_msg, scene, set_params
 
 NS = "/ovss_nav2"
 # With these the shared tiny BLIP (presence threshold 0.5) labels ids 1 and 4 in the test scene; "tree" alone
@@ -116,6 +116,13 @@ def test_nav2_layer_reads_masks_confidence_and_label_info(probe, start_node):
     assert info.published > first.published   # published again, not the first one re-read
     check_in_force(layer, during + after)
     assert max(set().union(*(mask_ids(m.msg) for m, _ in after))) > len(ONE)
+
+    # a new presence threshold is announced too, before frames segmented with it
+    since = len(layer.infos)
+    assert set_params(probe, f"{NS}/ovss_node", **{"engine.presence_threshold": 0.55})[0].successful
+    again = layer.wait_label_info(FOUR, 30, since)
+    assert again is not None and abs(again.msg.threshold - 0.55) < 1e-6
+    check_in_force(layer, stream(camera, layer, 1))
     assert not layer.sync.confidence, f"confidence images without a mask: {sorted(layer.sync.confidence)}"
     assert node.alive()
 
