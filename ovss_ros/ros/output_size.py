@@ -55,9 +55,10 @@ def source_problem(name: str) -> Optional[str]:
 
 def conflict(size, source: str) -> Optional[str]:
     """Explicit size and follow mode exclude each other."""
-    if source and [int(v) for v in size] != [0, 0]:
-        return (f"output_size={[int(v) for v in size]} and output_size_from={source!r} both set: choose one (output_size "
-                "[0, 0] to follow the topic, or output_size_from \"\" for the explicit size)")
+    size = [int(v) for v in size]
+    if source and size != [0, 0]:
+        return (f"output_size={size} and output_size_from={source!r} both set: choose one (output_size [0, 0] "
+                "to follow the topic, or output_size_from \"\" for the explicit size)")
     return None
 
 
@@ -150,8 +151,13 @@ class SizeFollower:
         from rclpy.qos import ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, Image
 
+        try:   # Iron and later
+            from rclpy.event_handler import SubscriptionEventCallbacks
+        except ImportError:   # pragma: no cover - Humble
+            from rclpy.qos_event import SubscriptionEventCallbacks
+
         from . import qos
-        from .camera_inputs import SubscriptionEventCallbacks, topic
+        from .camera_inputs import topic
 
         kind = CameraInfo if follows_camera_info(source) else Image
         for cam in cameras:

@@ -114,7 +114,8 @@ def test_size_validation(value, ok):
     assert params.check_node_value(spec, value) == reason
 
 
-@pytest.mark.parametrize("name,ok", [("", True), ("aligned_depth_to_color/camera_info", True), ("depth/image_rect_raw", True),
+@pytest.mark.parametrize("name,ok", [("", True), ("aligned_depth_to_color/camera_info", True),
+                                     ("depth/image_rect_raw", True),
                                      ("/camera/depth/camera_info", False), ("~/depth", False), ("depth//info", False),
                                      ("1depth/camera_info", False), ("depth/camera info", False)])
 def test_source_validation(name, ok):
