@@ -32,6 +32,11 @@ COMPILE_MODES = ("none", "torch_compile")
 # DenseCRF on a 4000x3000 frame took 97 s and 3.6 GB; at 1024 px it is seconds, and 1024 still covers
 # VOC/COCO-sized images at full resolution (the reference's setting). See docs/deviations.md.
 POSTPROCESS_MAX_SIDE_CAP = 1024
+# `confidence` where DenseCRF runs: the equal-weight pool of two estimates of P(label right), the CRF marginal
+# (sure wherever neighbours agree, overconfident when the maps are weak) and the evidence share of the label
+# before the CRF (blind to the CRF's corrections, underconfident where it fixed the label). 1 = the marginal
+# alone, 0 = the share alone. Equal weights: neither is preferred a priori; measured in docs/confidence.md.
+CONFIDENCE_CRF_WEIGHT = 0.5
 # A square model input above this is a typo, not a setting: 1024 px is a 64x64 grid at patch 16,
 # 7x the tokens of the paper's 336 px and far past what BLIP was trained on (384).
 MAX_IMAGE_SIZE = 1024

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from . import class_presence, gradcam, postprocess, salience_dropout
+from .config import CONFIDENCE_CRF_WEIGHT
 from .text_pass import ImageKV, image_kv, stack
 
 HOST_SYNCS = {
@@ -175,11 +176,11 @@ class FrameBatch:
         lut, channels = plan.lut_no_background, kept
         if postprocess.wants_background(cfg.background, len(selected), cfg.background_min_classes):
             channels, lut = torch.cat([postprocess.background_channel(kept), kept]), plan.lut
-        winner, soft = postprocess.refine(channels, lambda: self._rgb_at(fr, (wh, ww)), cfg)
+        winner, soft, marginal = postprocess.refine(channels, lambda: self._rgb_at(fr, (wh, ww)), cfg)
         out = FrameOutput(lut[postprocess.upsample_labels(winner, (h, w))], presence, selected)
         extras = []
         if "confidence" in want:
-            extras.append(soft.gather(0, winner[None]))
+            extras.append(self._confidence(soft, winner, marginal, presence, selected)[None])
         if "class_maps" in want:
             extras.append(soft[len(lut) - len(selected):])
         if extras:
@@ -193,6 +194,19 @@ class FrameBatch:
             out.raw_maps = maps.float()
         self.watch.lap("postprocess")
         return out
+
+    @staticmethod
+    def _confidence(soft, winner, marginal, presence: np.ndarray, selected: list[int]) -> torch.Tensor:
+        """P(label right) per pixel (postprocess.label_confidence): each class channel weighted by its class
+        presence probability where ITM computed it; background and forced classes by 1."""
+        prior = np.ones(soft.shape[0], np.float32)
+        p = presence[selected] if len(selected) else np.zeros(0, np.float32)
+        prior[soft.shape[0] - len(selected):] = np.where(np.isnan(p), 1.0, p)
+        dev = soft.device
+        if marginal is not None:
+            marginal = torch.from_numpy(marginal).to(dev)
+        return postprocess.label_confidence(soft, winner, marginal, torch.from_numpy(prior).to(dev),
+                                            CONFIDENCE_CRF_WEIGHT)
 
     @staticmethod
     def _rgb_at(fr: FrameInput, size: tuple[int, int]) -> np.ndarray:

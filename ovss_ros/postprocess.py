@@ -104,20 +104,39 @@ def work_size(h: int, w: int, max_side: Optional[int]) -> tuple[int, int]:
     return max(1, round(h * s)), max(1, round(w * s))
 
 
-def refine(channels: torch.Tensor, rgb, cfg) -> tuple[torch.Tensor, torch.Tensor]:
-    """Post-process channels [L, h, w] -> (winning channel [h, w], soft [L, h, w]). `rgb`: the frame at h x w
-    on the host, or a callable giving it (only DenseCRF needs it)."""
+def refine(channels: torch.Tensor, rgb, cfg) -> tuple[torch.Tensor, torch.Tensor, Optional[np.ndarray]]:
+    """Post-process channels [L, h, w] -> (winning channel [h, w], soft [L, h, w], the DenseCRF marginal of the
+    winning channel [h, w] on the host, None where no CRF ran). `rgb`: the frame at h x w on the host, or a
+    callable giving it (only DenseCRF needs it)."""
     h, w = channels.shape[1:]
     blurred = cfg.postprocess in ("blur", "blur+crf")
     soft = minmax(gaussian_blur(channels, cfg.blur_sigma * max(h, w))) if blurred else channels
+    marginal = None
     if cfg.postprocess in ("crf", "blur+crf"):
         q = dense_crf(soft.float().cpu().numpy(), rgb() if callable(rgb) else rgb,   # host sync: crf
                       cfg.crf_iterations, cfg.crf_gaussian_sxy, cfg.crf_gaussian_compat, cfg.crf_bilateral_sxy,
                       cfg.crf_bilateral_srgb, cfg.crf_bilateral_compat)
-        winner = torch.from_numpy(q.argmax(axis=0)).to(channels.device)
+        best = q.argmax(axis=0)
+        winner = torch.from_numpy(best).to(channels.device)
+        marginal = np.take_along_axis(q, best[None], axis=0)[0]
     else:
         winner = soft.argmax(dim=0)
-    return winner, (soft if blurred else minmax(soft))
+    return winner, (soft if blurred else minmax(soft)), marginal
+
+
+def label_confidence(soft: torch.Tensor, winner: torch.Tensor, marginal: Optional[torch.Tensor],
+                     prior: torch.Tensor, crf_weight: float) -> torch.Tensor:
+    """P(the pixel's label is right) [h, w] (docs/confidence.md).
+
+    soft [L, h, w]: the post-processed channels in [0, 1]; their share at the winning channel is the evidence's
+    probability of that label (uniform where every channel is 0). `marginal` [h, w]: the DenseCRF marginal of
+    the winning channel, pooled with the share at weight `crf_weight` where the CRF ran. `prior` [L]: the
+    probability that each channel's class is in the frame (1 for background and where not estimated)."""
+    total = soft.sum(dim=0)
+    share = torch.where(total > 0, soft.gather(0, winner[None])[0] / total.clamp_min(1e-12),
+                        torch.full_like(total, 1.0 / soft.shape[0]))
+    p = share if marginal is None else crf_weight * marginal + (1.0 - crf_weight) * share
+    return (p * prior[winner]).clamp(0, 1)
 
 
 def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:

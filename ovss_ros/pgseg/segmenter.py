@@ -14,7 +14,7 @@ from ..image_io import check_frame_tensor, to_rgb_uint8
 from ..prompts import VocabularyError
 from ..result import SegmentationResult, TensorResult
 from ..segmenter import Stopwatch, check_outputs, resolve_present
-from . import inference
+from . import confidence, inference
 from .config import PGSegConfig, make_pgseg_config
 from .loading import LoadedGroupViT, PGSegCheck, load_groupvit, wrap_groupvit
 from .model import image_embeddings, logit_scale, text_embeddings, vision_forward
@@ -116,7 +116,7 @@ class PGSegSegmenter:
         groups_index = inference.pixel_groups([a.float() for a in vision.assignments], tuple(crops.shape[-2:]),
                                               self.check.patch_size)
         groups, pooled = image_embeddings(self.model, vision)
-        return groups_index, groups, pooled
+        return groups_index, groups, pooled, vision.assignments
 
     def decode_windows(self, x: torch.Tensor, present=None) -> dict:
         """Steps 1-2 of the decode on one preprocessed frame [3, H', W']: the windows, each pixel's group
@@ -127,10 +127,11 @@ class PGSegSegmenter:
         windows = (inference.window_origins(h, w, cfg.crop_size, cfg.crop_stride) if cfg.crop_size
                    else [(0, h, 0, w)])
         crops = torch.stack([x[:, y1:y2, x1:x2] for y1, y2, x1, x2 in windows])
-        index, groups, pooled = self._encode(crops)
+        index, groups, pooled, assignments = self._encode(crops)
         scores, image, mask = inference.group_class_scores(groups, pooled, self._text, logit_scale(self.model),
                                                            cfg.top_k, self._keep_mask(present))
-        return dict(windows=windows, group_index=index, scores=scores, image=image, kept=mask)
+        return dict(windows=windows, group_index=index, scores=scores, image=image, kept=mask,
+                    groups=groups, assignments=assignments)
 
     def _frame(self, x: torch.Tensor, out_hw: tuple[int, int], present, watch) -> dict:
         cfg = self._config
@@ -158,7 +159,19 @@ class PGSegSegmenter:
         labels = ids[best] if len(ids) else torch.zeros(out_hw, dtype=torch.long, device=self.device)
         watch.lap("upsample")
         offset = 1 if bg is not None else 0
-        return dict(labels=labels, kept=kept, presence=presence, full=full, raw=raw, offset=offset)
+        return dict(labels=labels, kept=kept, presence=presence, full=full, raw=raw, offset=offset,
+                    best=best, decode=d, channels=channels, background=bg, size=(h, w))
+
+    def _confidence(self, o: dict, out_hw: tuple[int, int]) -> torch.Tensor:
+        """P(label right) per pixel: the group mixture of pgseg/confidence.py at the chosen label, stitched and
+        resized as the scores are."""
+        d = o["decode"]
+        p = (logit_scale(self.model) * d["groups"] @ self._text.T).softmax(dim=-1).index_select(-1, o["channels"])
+        pi = confidence.group_label_probabilities(p, d["scores"].index_select(-1, o["channels"]), o["background"])
+        maps = confidence.group_maps(d["assignments"], tuple(d["group_index"].shape[-2:]), self.check.patch_size)
+        probs = inference.stitch(d["windows"], confidence.pixel_label_probabilities(maps, pi), *o["size"])
+        probs = F.interpolate(probs[None], size=out_hw, mode="bilinear", align_corners=False)[0]
+        return probs.gather(0, o["best"][None])[0].clamp(0, 1)
 
     @torch.no_grad()
     def _run(self, inputs, forced, want, watch) -> list[dict]:
@@ -170,7 +183,7 @@ class PGSegSegmenter:
             elif o.get("empty"):
                 o["confidence"] = torch.zeros(out_hw, device=self.device)
             else:
-                o["confidence"] = o["full"].max(dim=0).values
+                o["confidence"] = self._confidence(o, out_hw)
             o["class_maps"] = o["full"][o["offset"]:] if "class_maps" in want else None
             o["raw_maps"] = o["raw"][o["offset"]:] if "raw_maps" in want else None
             outs.append(o)

@@ -1,0 +1,49 @@
+"""PGSeg's per-pixel confidence: P(label right) from the model's own soft pixel-to-group assignment
+(docs/confidence.md).
+
+The decode gives each pixel its strongest group and each group a label (background, or its best kept class);
+a pixel's label is as sure as (a) the pixel belongs to a group carrying that label and (b) that group is the
+class. With a(x, g) the chained soft assignment of pixel x to group g (a distribution over groups) and
+pi(g, l) the group's probability of label l, the pixel's label distribution is the mixture
+
+    P(l | x) = sum_g a(x, g) * pi(g, l)
+
+pi(g, background) = 1 for a group the background rule makes background, else 0; pi(g, c) = P(g, c), the
+group's softmax over the whole vocabulary, for the kept classes of a non-background group. No constant is
+fitted: both factors are the model's own probabilities.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def group_maps(assignments: Sequence[torch.Tensor], size: tuple[int, int], patch: int) -> torch.Tensor:
+    """[B, G, h, w]: each pixel's soft assignment to the final groups (sums to 1 over G), chained over the
+    grouping stages and upsampled as inference.pixel_groups does before its argmax."""
+    chained = None
+    for a in assignments:
+        a = a.float().transpose(1, 2)                      # [B, N_in, G_s]
+        chained = a if chained is None else chained @ a
+    h, w = size
+    maps = chained.transpose(1, 2).reshape(chained.shape[0], chained.shape[2], h // patch, w // patch)
+    return F.interpolate(maps, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def group_label_probabilities(p: torch.Tensor, scores: torch.Tensor, background: Optional[float]) -> torch.Tensor:
+    """pi [B, G, L]: per group, the probability of each label channel as window_scores orders them (background
+    first when `background` is set, then the kept classes). p, scores [B, G, K]: the groups' vocabulary softmax
+    and Q * P scores, restricted to the kept classes."""
+    if background is None:
+        return p
+    t = torch.minimum(scores.flatten(1).max(dim=1).values,
+                      torch.tensor(background, dtype=scores.dtype, device=scores.device))
+    is_bg = (scores.max(dim=-1).values < t[:, None]).to(p.dtype)           # [B, G], the decode's rule
+    return torch.cat([is_bg[..., None], p * (1 - is_bg[..., None])], dim=-1)
+
+
+def pixel_label_probabilities(maps: torch.Tensor, pi: torch.Tensor) -> torch.Tensor:
+    """[B, L, h, w] = sum_g maps[B, g, h, w] * pi[B, g, L]."""
+    return torch.einsum("bghw,bgl->blhw", maps, pi)

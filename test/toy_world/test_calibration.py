@@ -1,0 +1,69 @@
+"""Calibration floors of `confidence` for both embedded toy models on held-out scenes, measured the way a user
+sees it: `segment(img, outputs=["confidence"])`, 10 equal-width bins (docs/confidence.md).
+
+They guard the meaning of confidence (an estimate of P(label right)): a regression back to per-frame min-max
+scores (ECE 0.14 for PnP-OVSS), to raw DenseCRF marginals on weak maps, or to PGSeg's Q x P scores (ECE 0.27)
+crosses the floors. Floors sit above what the shipped models measure on these scenes (benchmarks/calibration.py).
+"""
+import os
+
+import numpy as np
+import pytest
+
+from ovss_ros.evaluation.calibration import ReliabilityTable
+from ovss_ros.evaluation.datasets import ToyWorld
+from ovss_ros.toy_world import MODEL_DIR, PGSEG_MODEL_DIR
+
+N_SCENES = 40
+NOISE = 80.0          # pixel noise (8-bit levels): PnP-OVSS's accuracy falls from 0.98 to ~0.88
+# PnP-OVSS, measured on these 40 scenes: ECE 0.032 clean, 0.065 under NOISE (200 scenes: see the docs)
+FLOOR_PNP = 0.08
+FLOOR_PNP_NOISY = 0.10
+# PGSeg's toy model misses the 0.10 target (its groups overreach objects with sure class probabilities):
+# measured 0.21 on these scenes; the floor keeps it below its former scores' 0.27
+FLOOR_PGSEG = 0.25
+
+
+def _table(seg, scenes, sigma: float = 0.0) -> ReliabilityTable:
+    seg.set_vocabulary(scenes.class_names)
+    t = ReliabilityTable(10)
+    for seed, s in zip(scenes.items, scenes):
+        rgb = s.rgb
+        if sigma:
+            rgb = np.clip(rgb + np.random.default_rng(seed).normal(0, sigma, rgb.shape), 0, 255).astype(np.uint8)
+        res = seg.segment(rgb, outputs=["confidence"])
+        assert res.confidence.shape == s.gt.shape and 0 <= res.confidence.min() and res.confidence.max() <= 1
+        t.add_frame(res.confidence, res.labels, s.gt)
+    return t
+
+
+def _load(path):
+    from ovss_ros.segmenter import Segmenter
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return Segmenter.from_pretrained(str(path), preset="tiny", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return ToyWorld(N_SCENES)
+
+
+def test_pnp_ovss_confidence_is_calibrated(scenes):
+    seg = _load(MODEL_DIR)
+    clean = _table(seg, scenes)
+    assert clean.ece() <= FLOOR_PNP, clean.to_dict()
+    assert clean.rises(min_fraction=0.01, slack=0.05), clean.to_dict()
+    # a weaker model (here: the same one on noisy frames) must say it is less sure, not stay at 1.0
+    noisy = _table(seg, scenes, NOISE)
+    assert noisy.overall_accuracy() < clean.overall_accuracy() - 0.05
+    assert noisy.ece() <= FLOOR_PNP_NOISY, noisy.to_dict()
+    assert noisy.rises(min_fraction=0.01, slack=0.05), noisy.to_dict()
+    assert noisy.to_dict()["mean_confidence"] < clean.to_dict()["mean_confidence"]
+
+
+def test_pgseg_confidence_is_better_than_its_scores(scenes):
+    t = _table(_load(PGSEG_MODEL_DIR), scenes)
+    assert t.ece() <= FLOOR_PGSEG, t.to_dict()
+    # the model is weak (pixel accuracy ~0.66): the mean confidence must not claim much more than that
+    assert t.to_dict()["mean_confidence"] < t.overall_accuracy() + 0.15, t.to_dict()
