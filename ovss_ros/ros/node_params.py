@@ -1,16 +1,16 @@
 """Declaring the node's parameters from the table in params.py, and the hook that applies accepted changes.
 
 Validation and application are separate, as ROS 2 intends: the on-set callback only checks, the post-set
-callback applies. rclpy has add_post_set_parameters_callback from Iron on; on Humble the same callback runs
-from a guard condition right after the set returns, in the order the sets were accepted."""
+callback applies. rclpy has add_post_set_parameters_callback from Iron on; on Humble add_post_set_callback
+gives the same: once per accepted set, in order, on the setting thread, with the new values in place."""
 from __future__ import annotations
 
 import sys
-import threading
 from typing import Callable, Optional
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import InvalidParameterValueException
+from rclpy.parameter import Parameter
 
 from .knobs import KNOBS, PRESET_NAMES, class_map_threshold, knob_of
 from .params import ACTIVATE, CONFIGURE, NODE_PARAMS, RUNTIME, START, ParamSpec, all_specs, check_node_value
@@ -63,29 +63,29 @@ def declare_all(node) -> dict:
 
 
 def add_post_set_callback(node, callback: Callable[[list], None]) -> None:
-    """node.add_post_set_parameters_callback where rclpy has it (Iron+), else an equivalent (Humble).
-    Call it before adding the validating on-set callback: rclpy runs on-set callbacks newest first and stops
-    at the first refusal, so the Humble stand-in, added first, only sees sets every check accepted."""
+    """node.add_post_set_parameters_callback where rclpy has it (Iron+), else an equivalent (Humble): the
+    callback runs from the last on-set callback, on the thread that sets the parameters, after putting the
+    accepted values in place itself (rclpy stores the very same objects right after). So on both paths it
+    runs once per accepted set, in order, on the setting thread (its thread-local state, e.g. the vocabulary
+    mirror's flag, is the setter's), and reads the new values. Call it before adding the validating on-set
+    callbacks: rclpy runs on-set callbacks newest first and stops at the first refusal, so this one, added
+    first, runs last, for sets every check accepted."""
     if hasattr(node, "add_post_set_parameters_callback"):
         node.add_post_set_parameters_callback(callback)
         return
-    pending: list = []
-    lock = threading.Lock()
+    stored = getattr(node, "_parameters", None)   # rclpy's own table of values (Humble to Kilted)
+    if not isinstance(stored, dict):
+        raise RuntimeError("this rclpy has neither add_post_set_parameters_callback nor a parameter table "
+                           "ovss_ros knows; parameter changes could not be applied")
+    node.get_logger().info("this rclpy has no post-set parameter callbacks: accepted parameter sets are "
+                           "applied from the last on-set callback")
 
-    def run() -> None:   # pragma: no cover - Humble only
-        with lock:
-            batches, pending[:] = list(pending), []
-        for params in batches:
-            callback(params)
-
-    guard = node.create_guard_condition(run)
-
-    def on_set(params):
-        from rcl_interfaces.msg import SetParametersResult
-
-        with lock:
-            pending.append(list(params))
-        guard.trigger()
+    def on_set(params) -> SetParametersResult:
+        for prm in params:   # only values that replace a value: new and undeclared ones stay rclpy's to record
+            old = stored.get(prm.name)
+            if old is not None and old.type_ != Parameter.Type.NOT_SET != prm.type_:
+                stored[prm.name] = prm
+        callback(list(params))
         return SetParametersResult(successful=True)
 
     node.add_on_set_parameters_callback(on_set)
@@ -192,7 +192,7 @@ class ParameterHandling:
         return SetParametersResult(successful=True)
 
     def _after_set_parameters(self, params) -> None:
-        if self._vocabulary.mirroring:
+        if self._vocabulary.mirroring:   # the worker writing back the vocabulary in use (its thread only)
             return
         names = {p.name for p in params if p.name in self._specs}
         if not names:

@@ -118,8 +118,8 @@ class NodeProcess:
     """ovss_node in its own process, configured only through --ros-args."""
 
     def __init__(self, log_path: Path, params: dict, namespace: str, name: str = "ovss_node",
-                 extra_args=()) -> None:
-        args = [sys.executable, "-m", "ovss_ros.ros.node", "--ros-args", "-r", f"__ns:={namespace}",
+                 extra_args=(), program=("-m", "ovss_ros.ros.node")) -> None:
+        args = [sys.executable, *program, "--ros-args", "-r", f"__ns:={namespace}",
                 "-r", f"__node:={name}", *extra_args]
         for key, value in params.items():
             args += ["-p", f"{key}:={_ros_value(value)}"]
@@ -166,10 +166,10 @@ def start_node(tmp_path_factory, tiny_model_dir):
     """start_node(namespace, **params) -> NodeProcess (tiny model, CPU); all stopped at session end."""
     procs = []
 
-    def start(namespace: str, extra_args=(), **params) -> NodeProcess:
+    def start(namespace: str, extra_args=(), program=("-m", "ovss_ros.ros.node"), **params) -> NodeProcess:
         base = {"model": tiny_model_dir, "preset": "tiny", "device": "cpu", "diagnostics_period": 0.5}
         log = tmp_path_factory.mktemp("node_logs") / f"{namespace.strip('/') or 'root'}.log"
-        proc = NodeProcess(log, {**base, **params}, namespace, extra_args=extra_args)
+        proc = NodeProcess(log, {**base, **params}, namespace, extra_args=extra_args, program=program)
         procs.append(proc)
         return proc
 
