@@ -162,7 +162,11 @@ class FrameBatch:
             dev = fr.pixels.device
             out = FrameOutput(torch.zeros((h, w), dtype=torch.long, device=dev), presence, [])
             if "confidence" in want:
-                out.confidence = torch.zeros((h, w), device=dev)
+                # all background: right unless a class is there; ITM's likeliest class bounds that. Forced to
+                # no classes (no estimate): 0, as PGSeg answers
+                known = presence.size > 0 and not np.isnan(presence).any()
+                p_bg = 1.0 - float(presence.max()) if known else 0.0
+                out.confidence = torch.full((h, w), p_bg, device=dev)
             if "class_maps" in want:
                 out.class_maps = torch.zeros((0, h, w), device=dev)
             if "raw_maps" in want:

@@ -17,8 +17,16 @@ class SegmentationResult:
     class_ids: np.ndarray         # [K] label ids of the segmented classes
     # The extras below are None unless asked for (`segment(..., outputs=...)`): at full resolution they cost
     # more than the labels themselves (a 1080p frame with 12 classes: ~100 MB of class maps).
-    class_maps: Optional[np.ndarray] = None   # [K, H, W] float32 in [0, 1], per segmented class
-    confidence: Optional[np.ndarray] = None   # H x W float32 in [0, 1]: the winning channel's score
+    # [K, H, W] float32 in [0, 1], per segmented class: the score the label is chosen from (the label is the
+    # best of background and these, after DenseCRF where it runs). Relative evidence, not a probability:
+    # PnP-OVSS min-max normalises each class per frame (1 = the class's strongest evidence in this frame);
+    # PGSeg's are its Q x P group-class scores. For a probability use `confidence`.
+    class_maps: Optional[np.ndarray] = None
+    # H x W float32 in [0, 1]: an estimate of the probability that the pixel's label is right (calibrated on
+    # held-out scenes, docs/confidence.md). PnP-OVSS: the label's share of the post-processed evidence, pooled
+    # with its DenseCRF marginal where the CRF runs, times the class's ITM presence probability; PGSeg: the
+    # label's probability under the soft pixel-to-group assignment mixed with the groups' label probabilities.
+    confidence: Optional[np.ndarray] = None
     timings: dict = field(default_factory=dict)   # stage -> seconds
     # [K, g, g] float32 per segmented class (ids in class_ids), g = the model's patch grid side: the
     # accumulated Salience Dropout GradCAM maps before threshold, upsampling and post-processing
@@ -46,7 +54,7 @@ class TensorResult:
     class_names: tuple
     presence: np.ndarray          # [C] on the host: it was needed there to choose the classes
     present: list                 # vocabulary indices that were segmented, ascending
-    confidence: Optional[torch.Tensor] = None   # [H, W] float32, when asked for
-    class_maps: Optional[torch.Tensor] = None   # [K, H, W] float32, when asked for
+    confidence: Optional[torch.Tensor] = None   # [H, W] float32, when asked for; meaning as SegmentationResult's
+    class_maps: Optional[torch.Tensor] = None   # [K, H, W] float32, when asked for; meaning as SegmentationResult's
     raw_maps: Optional[torch.Tensor] = None     # [K, g, g] float32, when asked for
     timings: dict = field(default_factory=dict)

@@ -93,3 +93,16 @@ def test_pgseg_group_maps_are_distributions_over_groups():
     maps = pg_conf.group_maps([a1, a2], (8, 8), 2)
     assert maps.shape == (1, 2, 8, 8)
     torch.testing.assert_close(maps.sum(dim=1), torch.ones(1, 8, 8))
+
+
+def test_a_frame_without_classes_is_as_sure_as_the_likeliest_class_is_absent(tiny_loaded, rgb):
+    from ovss_ros.config import make_config
+    from ovss_ros.segmenter import Segmenter
+
+    seg = Segmenter(tiny_loaded, make_config("tiny", presence_threshold=1.0))   # ITM runs, nothing passes
+    seg.set_vocabulary(["dog", "car", "tree"])
+    res = seg.segment(rgb, outputs=["confidence"])
+    assert not res.present.any() and (res.labels == 0).all()
+    np.testing.assert_allclose(res.confidence, 1.0 - res.presence.max(), atol=1e-6)
+    forced = seg.segment(rgb, present=[], outputs=["confidence"])           # no estimate: 0, as PGSeg
+    assert forced.confidence.max() == 0

@@ -67,3 +67,24 @@ def test_pgseg_confidence_is_better_than_its_scores(scenes):
     assert t.ece() <= FLOOR_PGSEG, t.to_dict()
     # the model is weak (pixel accuracy ~0.66): the mean confidence must not claim much more than that
     assert t.to_dict()["mean_confidence"] < t.overall_accuracy() + 0.15, t.to_dict()
+
+
+@pytest.mark.parametrize("path", [MODEL_DIR, PGSEG_MODEL_DIR], ids=["pnp_ovss", "pgseg"])
+def test_tensor_face_gives_the_numpy_faces_confidence(path, scenes):
+    """Frames at another size than the model's, so the faces' resizes differ (by at most one 8-bit level).
+    Where that moves a decision of the decode (a PGSeg group crossing the background threshold changes the
+    label mixture of every pixel that group has a share of), the confidence moves with it: most frames must
+    agree to within 0.01 on average, and every frame's labels as test_tensor_face asks."""
+    import cv2
+    import torch
+
+    seg = _load(path)
+    seg.set_vocabulary(scenes.class_names)
+    frame_diffs = []
+    for s in list(scenes)[:10]:
+        rgb = cv2.resize(s.rgb, (150, 130), interpolation=cv2.INTER_LINEAR)
+        a = seg.segment(rgb, outputs=["confidence"])
+        b = seg.segment_torch(torch.from_numpy(rgb), outputs=["confidence"])
+        assert (a.labels == b.labels.numpy()).mean() > 0.97
+        frame_diffs.append(float(np.abs(a.confidence - b.confidence.numpy()).mean()))
+    assert np.median(frame_diffs) < 0.005 and np.mean(np.array(frame_diffs) < 0.01) >= 0.8, frame_diffs
