@@ -1,9 +1,9 @@
 """Calibration floors of `confidence` for both embedded toy models on held-out scenes, measured the way a user
 sees it: `segment(img, outputs=["confidence"])`, 10 equal-width bins (docs/confidence.md).
 
-They guard the meaning of confidence (an estimate of P(label right)): a regression back to per-frame min-max
-scores (ECE 0.14 for PnP-OVSS), to raw DenseCRF marginals on weak maps, or to PGSeg's Q x P scores (ECE 0.27)
-crosses the floors. Floors sit above what the shipped models measure on these scenes (benchmarks/calibration.py).
+They guard the meaning of confidence (an estimate of P(label right)): per-frame min-max scores as confidence
+(ECE 0.14 for PnP-OVSS on 40 other held-out scenes), DenseCRF marginals alone on weak maps (0.13 under NOISE,
+200 scenes) or PGSeg's Q x P scores (0.27) cross the floors. Floors sit above what the shipped models measure on these scenes (benchmarks/calibration.py).
 """
 import os
 
@@ -20,11 +20,12 @@ NOISE = 80.0          # pixel noise (8-bit levels): PnP-OVSS's accuracy falls fr
 FLOOR_PNP = 0.08
 FLOOR_PNP_NOISY = 0.10
 # PGSeg's toy model misses the 0.10 target (its groups overreach objects with sure class probabilities):
-# measured 0.21 on these scenes; the floor keeps it below its former scores' 0.27
+# measured 0.21 on these scenes (0.16 on 200); its Q x P scores as confidence measure 0.27
 FLOOR_PGSEG = 0.25
 
 
-def _table(seg, scenes, sigma: float = 0.0) -> ReliabilityTable:
+def _table(seg, scenes, sigma: float = 0.0, coarse: ReliabilityTable = None) -> ReliabilityTable:
+    """The 10-bin table; `coarse`, if given, is filled with the same pixels."""
     seg.set_vocabulary(scenes.class_names)
     t = ReliabilityTable(10)
     for seed, s in zip(scenes.items, scenes):
@@ -34,6 +35,8 @@ def _table(seg, scenes, sigma: float = 0.0) -> ReliabilityTable:
         res = seg.segment(rgb, outputs=["confidence"])
         assert res.confidence.shape == s.gt.shape and 0 <= res.confidence.min() and res.confidence.max() <= 1
         t.add_frame(res.confidence, res.labels, s.gt)
+        if coarse is not None:
+            coarse.add_frame(res.confidence, res.labels, s.gt)
     return t
 
 
@@ -63,10 +66,14 @@ def test_pnp_ovss_confidence_is_calibrated(scenes):
 
 
 def test_pgseg_confidence_is_better_than_its_scores(scenes):
-    t = _table(_load(PGSEG_MODEL_DIR), scenes)
+    halves = ReliabilityTable(2)
+    t = _table(_load(PGSEG_MODEL_DIR), scenes, coarse=halves)
     assert t.ece() <= FLOOR_PGSEG, t.to_dict()
     # the model is weak (pixel accuracy ~0.66): the mean confidence must not claim much more than that
     assert t.to_dict()["mean_confidence"] < t.overall_accuracy() + 0.15, t.to_dict()
+    # 40 scenes are too few for PGSeg's ten bins to rise one by one (200 do, within 0.05: the docs); halves
+    # must: measured 0.36 right below 0.5, 0.73 above
+    assert halves.accuracy()[1] > halves.accuracy()[0] + 0.2, halves.to_dict()
 
 
 @pytest.mark.parametrize("path", [MODEL_DIR, PGSEG_MODEL_DIR], ids=["pnp_ovss", "pgseg"])
