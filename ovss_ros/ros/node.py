@@ -335,7 +335,10 @@ class OvssNode(ParameterHandling, LifecycleNode):
     def _check_twin(self, now: float) -> None:
         young = now - self._started_at < DUPLICATE_WINDOW
         if not young and self._twin_timer is not None:
-            self._twin_timer.cancel()
+            # destroyed, not cancelled: Jazzy's executor raises (and the node dies) when another thread has
+            # the timer ready at that moment; a destroyed one it skips (Kilted skips either)
+            self.destroy_timer(self._twin_timer)
+            self._twin_timer = None
         name = self.get_fully_qualified_name()
         if self._duplicates() < 2:
             if self._own_participants is None:   # read once, when our own endpoints show in the graph

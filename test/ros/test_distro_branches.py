@@ -141,6 +141,59 @@ def test_without_post_set_callbacks_the_newest_vocabulary_wins_through_parameter
     assert node.alive()
 
 
+def test_the_twin_check_ends_its_timer_safely_while_the_executor_has_it_queued(probe, monkeypatch):
+    """Jazzy's executor raises, and the node dies, when it takes a timer that another thread cancelled after
+    the executor had found it ready (Kilted skips it). ovss_node ends its twin-check timer, from the timer
+    itself or from /diagnostics, by destroying it, which both skip. Here the executor's threads are held
+    busy until the timer is overdue (its call queued), then /diagnostics' call ends the window."""
+    from rclpy.callback_groups import ReentrantCallbackGroup
+    from rclpy.executors import MultiThreadedExecutor
+
+    import ovss_ros.ros.node as node_module
+
+    monkeypatch.setattr(node_module, "DUPLICATE_WINDOW", 3600.0)
+    node = node_module.OvssNode(f"twin_window_{uuid.uuid4().hex[:8]}", parameter_overrides=[
+        Parameter("autostart", value=False), Parameter("diagnostics_period", value=3600.0)])
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(node)
+    errors: list = []
+
+    def spin() -> None:
+        try:
+            executor.spin()
+        except Exception as exc:   # noqa: BLE001 - what killed the node's executor
+            errors.append(exc)
+
+    thread = threading.Thread(target=spin, daemon=True)
+    thread.start()
+    release, busy = threading.Event(), []
+
+    def hold() -> None:
+        busy.append(1)
+        release.wait(20)
+
+    try:
+        executor.create_task(node.start)
+        assert wait_until(lambda: node._twin_timer is not None, 10)
+        twin = node._twin_timer
+        group = ReentrantCallbackGroup()
+        holders = [node.create_timer(0.01, hold, callback_group=group) for _ in range(2)]
+        assert wait_until(lambda: len(busy) >= 2, 10)   # both executor threads held
+        assert wait_until(lambda: twin.time_until_next_call() < -0.1, 10)   # its call waits for a thread
+        monkeypatch.setattr(node_module, "DUPLICATE_WINDOW", 0.0)
+        node._check_duplicate_name()   # as /diagnostics calls it, on another thread than the executor's
+        release.set()
+        assert wait_until(lambda: len(busy) >= 6 or errors, 10)   # the queued calls ran, later ones too
+        assert thread.is_alive() and not errors, errors
+        assert node._twin_timer is None and twin not in list(node.timers)
+        for holder in holders:
+            node.destroy_timer(holder)
+    finally:
+        release.set()
+        executor.shutdown()
+        node.destroy_node()
+
+
 def test_camera_inputs_take_the_event_callbacks_from_humbles_module(probe, monkeypatch):
     """Humble's rclpy has rclpy.qos_event, not rclpy.event_handler: a stand-in module of that name."""
     import rclpy.event_handler
