@@ -4,6 +4,7 @@ camera names are relative and unique; a zero stamp is never stale; a same-name n
 a warning naming its DDS participant, not an error."""
 import math
 import re
+import time
 
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
@@ -100,6 +101,11 @@ def test_a_same_name_node_that_starts_and_leaves_is_a_warning_naming_it(probe, s
     first = start_node(ns, vocabulary=["dog"])
     class_map = probe.collect(ClassMap, f"{ns}/segmentation/class_map", qos.latched())
     assert class_map.wait_for(lambda m: m.vocabulary_version == 1, 120), first.log()
+    # the first node must be past its own start window, in which a twin makes it leave too: it started
+    # before its class map arrived (a node starts in about a second on Jazzy)
+    from ovss_ros.ros.node import DUPLICATE_WINDOW
+
+    assert wait_until(lambda: time.monotonic() - class_map.times[0] > DUPLICATE_WINDOW, DUPLICATE_WINDOW + 5)
     second = start_node(ns, vocabulary=["dog"])
     assert wait_until(lambda: not second.alive(), 90), second.log()
     assert second.proc.returncode == 1 and "already running" in second.log()
