@@ -29,7 +29,7 @@ def labels_image(labels: np.ndarray, header):
 
 
 def confidence_image(confidence: np.ndarray, header):
-    """mono8, 0..255 = the winning class's score 0..1 (the Nav2 demo's convention)."""
+    """mono8, 0..255 = the estimated probability 0..1 that the pixel's label is right (docs/confidence.md)."""
     return array_to_image(np.round(np.clip(confidence, 0, 1) * 255).astype(np.uint8), "mono8", header)
 
 
@@ -39,7 +39,8 @@ def overlay_image(rgb: np.ndarray, labels: np.ndarray, class_names: Sequence[str
 
 
 def class_score_image(score: np.ndarray, header):
-    """mono8, 0..255 = one class's score 0..1 at every pixel (not only where it wins)."""
+    """mono8, 0..255 = one class's relative score 0..1 at every pixel (not only where it wins): what its label is
+    chosen from, not a probability (docs/confidence.md)."""
     return array_to_image(np.round(np.clip(score, 0, 1) * 255).astype(np.uint8), "mono8", header)
 
 
