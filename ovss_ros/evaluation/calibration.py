@@ -104,3 +104,48 @@ class ReliabilityTable:
             acc = "–" if r["accuracy"] is None else f"{r['accuracy']:.3f}"
             lines.append(f"| {lo:.1f}–{hi:.1f} | {r['pixels']} | {mean} | {acc} |")
         return "\n".join(lines)
+
+
+# Search grids of fit_confidence_temperatures: 1 (the model's own probabilities) and softer, log-spaced.
+CLASS_TEMPERATURES = (1.0, 1.25, 1.5, 2.0, 3.0, 5.0)
+ASSIGNMENT_TEMPERATURES = (1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 16.0)
+
+
+def fit_confidence_temperatures(segmenter, frames, class_temperatures=CLASS_TEMPERATURES,
+                                assignment_temperatures=ASSIGNMENT_TEMPERATURES, bins: int = 10,
+                                ignore_index: Optional[int] = VOID) -> dict:
+    """Post-hoc temperature scaling of a PGSeg model's confidence (docs/confidence.md): the (T_class, T_assign)
+    of the grid whose confidence has the lowest ECE over labelled `frames` ((rgb, ground truth) pairs, labels
+    as the segmenter's: 0 background, i + 1 the vocabulary's i-th class). One encoder pass per frame; labels do
+    not depend on the temperatures. Fit on frames kept apart from those you measure on.
+
+    Returns {"temperatures": (T_class, T_assign), "ece": best ECE, "grid": {"T_class,T_assign": ECE}}; write
+    the pair into the checkpoint's config.json as `confidence_temperature` and
+    `confidence_assignment_temperature` (write_confidence_temperatures) so that every load uses it."""
+    combos = [(float(a), float(b)) for a in class_temperatures for b in assignment_temperatures]
+    if not combos:
+        raise ValueError("empty temperature grid")
+    tables = [ReliabilityTable(bins) for _ in combos]
+    n = 0
+    for rgb, gt in frames:
+        labels, confs = segmenter.confidence_sweep(rgb, combos)
+        for table, conf in zip(tables, confs):
+            table.add_frame(conf, labels, gt, ignore_index)
+        n += 1
+    if n == 0:
+        raise ValueError("no labelled frames to fit on")
+    eces = [t.ece() for t in tables]
+    best = int(np.nanargmin(eces))
+    return {"temperatures": combos[best], "ece": eces[best], "frames": n,
+            "grid": {f"{a:g},{b:g}": round(e, 4) for (a, b), e in zip(combos, eces)}}
+
+
+def write_confidence_temperatures(model_dir, temperatures: tuple[float, float]) -> None:
+    """Store (T_class, T_assign) in a PGSeg checkpoint folder's config.json (other fields untouched)."""
+    import json
+    from pathlib import Path
+
+    path = Path(model_dir) / "config.json"
+    cfg = json.loads(path.read_text())
+    cfg["confidence_temperature"], cfg["confidence_assignment_temperature"] = (float(t) for t in temperatures)
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")

@@ -8,24 +8,48 @@ pi(g, l) the group's probability of label l, the pixel's label distribution is t
 
     P(l | x) = sum_g a(x, g) * pi(g, l)
 
-pi(g, background) = 1 for a group the background rule makes background, else 0; pi(g, c) = P(g, c), the
-group's softmax over the whole vocabulary, for the kept classes of a non-background group. No constant is
-fitted: both factors are the model's own probabilities.
+pi(g, background) = 1 for a group the background rule makes background, else 0; pi(g, c) = P_T(g, c), the
+group's softmax over the whole vocabulary, for the kept classes of a non-background group, with
+
+    P_T(g, c) = softmax_c(scale * cos(g, c) / T)
+
+T (> 0) is a property of the model, read from its config.json (`confidence_temperature`; 1, the model's own
+probabilities, where there is none) and fitted post hoc on labelled frames (temperature scaling,
+evaluation.calibration.fit_temperature). The decode's labels use the untempered scores, so T changes no label.
 """
 from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 
-def group_maps(assignments: Sequence[torch.Tensor], size: tuple[int, int], patch: int) -> torch.Tensor:
+def check_temperature(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
+        raise ValueError(f"confidence temperature must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def tempered_softmax(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """softmax(logits / T) over the last axis (T = 1: the plain softmax, bit for bit)."""
+    return (logits if temperature == 1.0 else logits / temperature).softmax(dim=-1)
+
+
+def group_maps(assignments: Sequence[torch.Tensor], size: tuple[int, int], patch: int,
+               temperature: float = 1.0) -> torch.Tensor:
     """[B, G, h, w]: each pixel's soft assignment to the final groups (sums to 1 over G), chained over the
-    grouping stages and upsampled as inference.pixel_groups does before its argmax."""
+    grouping stages and upsampled as inference.pixel_groups does before its argmax. `temperature` tempers each
+    stage's softmax over groups (a ** (1 / T), renormalised: the softmax of its logits / T)."""
     chained = None
     for a in assignments:
-        a = a.float().transpose(1, 2)                      # [B, N_in, G_s]
+        a = a.float()
+        if temperature != 1.0:
+            a = a.clamp_min(1e-30).pow(1.0 / temperature)
+            a = a / a.sum(dim=1, keepdim=True)
+        a = a.transpose(1, 2)                              # [B, N_in, G_s]
         chained = a if chained is None else chained @ a
     h, w = size
     maps = chained.transpose(1, 2).reshape(chained.shape[0], chained.shape[2], h // patch, w // patch)

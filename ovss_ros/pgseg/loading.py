@@ -166,6 +166,25 @@ def wrap_groupvit(model, tokenizer, device=None, dtype=None, name: Optional[str]
                           int(model.config.vision_config.image_size), dev, name)
 
 
+# config.json fields of PGSeg's confidence (docs/confidence.md): temperatures of the group-class softmax and of
+# the pixel-to-group assignment, fitted on labelled frames of the model; absent = 1, the model's own probabilities.
+TEMPERATURE_FIELDS = ("confidence_temperature", "confidence_assignment_temperature")
+
+
+def confidence_temperatures(model_config, name: str = "") -> tuple[float, float]:
+    """(T_class, T_assign) from the checkpoint's config; a bad value is refused at load."""
+    out = []
+    for field in TEMPERATURE_FIELDS:
+        t = getattr(model_config, field, None)
+        if t is None:
+            t = 1.0
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not (0 < float(t) < float("inf")):
+            raise ModelLoadError(f"cannot load model: '{name}': config.json's {field}={t!r} is not a positive "
+                                 "number")
+        out.append(float(t))
+    return out[0], out[1]
+
+
 @dataclass
 class ClassTokens:
     input_ids: torch.Tensor        # [C, T]
@@ -184,6 +203,7 @@ class PGSegCheck:
         self.max_tokens = int(model_config.text_config.max_position_embeddings)   # CLIP's 77
         self.patch_size = int(model_config.vision_config.patch_size)
         self.native_image_size = int(model_config.vision_config.image_size)
+        self.confidence_temperatures = confidence_temperatures(model_config, name)
 
     @classmethod
     def from_loaded(cls, loaded: LoadedGroupViT) -> "PGSegCheck":

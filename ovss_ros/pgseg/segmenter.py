@@ -37,6 +37,7 @@ class PGSegSegmenter:
         self._mean = torch.tensor(loaded.image_mean, dtype=torch.float32, device=self.device) * 255
         self._std = torch.tensor(loaded.image_std, dtype=torch.float32, device=self.device) * 255
         self._config = self.check.check_config(config or make_pgseg_config("pgseg"))
+        self._temperatures = self.check.confidence_temperatures
 
     @classmethod
     def from_pretrained(cls, model, preset: str = "pgseg", device=None, dtype=None,
@@ -73,6 +74,18 @@ class PGSegSegmenter:
                 self._config = old
                 raise
         return new
+
+    @property
+    def confidence_temperatures(self) -> tuple[float, float]:
+        """(T_class, T_assign) of the confidence (pgseg/confidence.py): the checkpoint's config.json
+        `confidence_temperature` / `confidence_assignment_temperature`, 1 where it has none. Labels never
+        depend on them. Set them to try values (evaluation.calibration.fit_confidence_temperatures does)."""
+        return self._temperatures
+
+    @confidence_temperatures.setter
+    def confidence_temperatures(self, value) -> None:
+        t_class, t_assign = value
+        self._temperatures = (confidence.check_temperature(t_class), confidence.check_temperature(t_assign))
 
     @property
     def input_size(self) -> int:
@@ -162,16 +175,35 @@ class PGSegSegmenter:
         return dict(labels=labels, kept=kept, presence=presence, full=full, raw=raw, offset=offset,
                     best=best, decode=d, channels=channels, background=bg, size=(h, w))
 
-    def _confidence(self, o: dict, out_hw: tuple[int, int]) -> torch.Tensor:
+    def _confidence(self, o: dict, out_hw: tuple[int, int], temperatures=None) -> torch.Tensor:
         """P(label right) per pixel: the group mixture of pgseg/confidence.py at the chosen label, stitched and
-        resized as the scores are."""
+        resized as the scores are. Tempered by (T_class, T_assign); the labels' scores are not."""
+        t_class, t_assign = temperatures or self._temperatures
         d = o["decode"]
-        p = (logit_scale(self.model) * d["groups"] @ self._text.T).softmax(dim=-1).index_select(-1, o["channels"])
+        p = confidence.tempered_softmax(logit_scale(self.model) * d["groups"] @ self._text.T, t_class)
+        p = p.index_select(-1, o["channels"])
         pi = confidence.group_label_probabilities(p, d["scores"].index_select(-1, o["channels"]), o["background"])
-        maps = confidence.group_maps(d["assignments"], tuple(d["group_index"].shape[-2:]), self.check.patch_size)
+        maps = confidence.group_maps(d["assignments"], tuple(d["group_index"].shape[-2:]), self.check.patch_size,
+                                     t_assign)
         probs = inference.stitch(d["windows"], confidence.pixel_label_probabilities(maps, pi), *o["size"])
         probs = F.interpolate(probs[None], size=out_hw, mode="bilinear", align_corners=False)[0]
         return probs.gather(0, o["best"][None])[0].clamp(0, 1)
+
+    @torch.no_grad()
+    def confidence_sweep(self, image, temperatures: Sequence[tuple[float, float]],
+                         present=None) -> tuple[np.ndarray, list[np.ndarray]]:
+        """(labels, [confidence per (T_class, T_assign)]) of one frame with one encoder pass: what fitting
+        the temperatures needs (evaluation.calibration.fit_confidence_temperatures)."""
+        forced = self._start([present], 1)[0]
+        rgb = to_rgb_uint8(image, self._config.max_image_pixels)
+        x = self.preprocess(rgb)
+        o = self._frame(x, rgb.shape[:2], forced, Stopwatch(self.device, False))
+        labels = o["labels"].cpu().numpy()
+        if o.get("empty"):
+            return labels, [np.zeros(rgb.shape[:2], np.float32) for _ in temperatures]
+        return labels, [self._confidence(o, rgb.shape[:2], (confidence.check_temperature(a),
+                                                             confidence.check_temperature(b))).float().cpu().numpy()
+                        for a, b in temperatures]
 
     @torch.no_grad()
     def _run(self, inputs, forced, want, watch) -> list[dict]:

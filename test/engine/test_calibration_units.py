@@ -1,5 +1,7 @@
 """The calibration measurement (reliability table, ECE) and the confidence formulas on inputs whose answer is
 known by construction."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -106,3 +108,95 @@ def test_a_frame_without_classes_is_as_sure_as_the_likeliest_class_is_absent(tin
     np.testing.assert_allclose(res.confidence, 1.0 - res.presence.max(), atol=1e-6)
     forced = seg.segment(rgb, present=[], outputs=["confidence"])           # no estimate: 0, as PGSeg
     assert forced.confidence.max() == 0
+
+
+def test_tempering_at_one_is_the_plain_softmax_and_assignment_tempering_is_the_softmax_of_logits_over_t():
+    logits = torch.randn(2, 5, 7)
+    assert torch.equal(pg_conf.tempered_softmax(logits, 1.0), logits.softmax(dim=-1))
+    torch.testing.assert_close(pg_conf.tempered_softmax(logits, 2.5), (logits / 2.5).softmax(dim=-1))
+    a_logits = torch.randn(1, 4, 16)
+    a = a_logits.softmax(dim=1)
+    maps = pg_conf.group_maps([a], (8, 8), 2, temperature=3.0)
+    torch.testing.assert_close(maps, pg_conf.group_maps([(a_logits / 3.0).softmax(dim=1)], (8, 8), 2))
+    assert torch.equal(pg_conf.group_maps([a], (8, 8), 2, 1.0), pg_conf.group_maps([a], (8, 8), 2))
+    torch.testing.assert_close(maps.sum(dim=1), torch.ones(1, 8, 8))
+    for bad in (0, -1.0, float("inf"), float("nan"), True, "2"):
+        with pytest.raises(ValueError, match="positive"):
+            pg_conf.check_temperature(bad)
+
+
+def _pgseg(path):
+    from ovss_ros.segmenter import Segmenter
+
+    return Segmenter.from_pretrained(str(path), preset="tiny", device="cpu", background_threshold=0.3)
+
+
+def test_pgseg_temperatures_come_from_the_checkpoint_and_change_no_label(tiny_pgseg_dir, tmp_path):
+    import shutil
+
+    from ovss_ros.evaluation.calibration import write_confidence_temperatures
+    from ovss_ros.model_loading import ModelLoadError
+    from ovss_ros.pgseg.model import logit_scale
+
+    rgb = np.random.default_rng(1).integers(0, 255, (96, 96, 3), dtype=np.uint8)   # the model's size: no resize
+    rgb[20:60, 10:50] = (30, 200, 40)
+    plain = _pgseg(tiny_pgseg_dir)                       # a checkpoint without the fields: (1, 1)
+    assert plain.confidence_temperatures == (1.0, 1.0)
+    classes = ["dog", "car", "tree"]
+    plain.set_vocabulary(classes)
+    base = plain.segment(rgb, present=classes, outputs=["confidence"])
+    # ... and the untempered mixture, built here from the decode's own quantities (one window at the frame's size)
+    x = plain.preprocess(rgb)
+    d = plain.decode_windows(x, [0, 1, 2])
+    p = (logit_scale(plain.model) * d["groups"] @ plain._text.T).softmax(dim=-1)
+    pi = pg_conf.group_label_probabilities(p, d["scores"], plain.config.background_threshold)
+    maps = pg_conf.group_maps(d["assignments"], tuple(d["group_index"].shape[-2:]), plain.check.patch_size)
+    mix = pg_conf.pixel_label_probabilities(maps, pi)[0]                  # [1 + 3, 96, 96], background first
+    expected = mix.gather(0, torch.from_numpy(base.labels.astype(np.int64))[None])[0].clamp(0, 1).numpy()
+    np.testing.assert_allclose(base.confidence, expected, atol=1e-5)
+
+    folder = tmp_path / "tempered"
+    shutil.copytree(tiny_pgseg_dir, folder)
+    write_confidence_temperatures(folder, (2.0, 5.0))
+    tempered = _pgseg(folder)
+    assert tempered.confidence_temperatures == (2.0, 5.0)
+    tempered.set_vocabulary(classes)
+    res = tempered.segment(rgb, present=classes, outputs=["confidence"])
+    np.testing.assert_array_equal(res.labels, base.labels)
+    assert np.abs(res.confidence - base.confidence).max() > 1e-3      # the temperatures are used
+    for t in ((1.0, 1.0), (0.5, 1.0), (10.0, 30.0)):
+        tempered.confidence_temperatures = t
+        np.testing.assert_array_equal(tempered.segment(rgb, present=classes, outputs=["confidence"]).labels,
+                                      base.labels)
+    tempered.confidence_temperatures = (1.0, 1.0)
+    np.testing.assert_allclose(tempered.segment(rgb, present=classes, outputs=["confidence"]).confidence,
+                               base.confidence, atol=1e-6)
+    with pytest.raises(ValueError, match="positive"):
+        tempered.confidence_temperatures = (0.0, 1.0)
+
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["confidence_temperature"] = -1
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelLoadError, match="confidence_temperature"):
+        _pgseg(folder)
+
+
+class _Sweeper:
+    """Stands in for a segmenter: every pixel labelled 1, confidence = the first temperature / 10."""
+
+    def confidence_sweep(self, image, temperatures):
+        return np.ones(image.shape[:2], np.uint8), [np.full(image.shape[:2], a / 10, np.float32)
+                                                    for a, _ in temperatures]
+
+
+def test_the_fit_picks_the_temperatures_whose_confidence_matches_the_accuracy():
+    from ovss_ros.evaluation.calibration import fit_confidence_temperatures
+
+    gt = np.ones((10, 10), np.uint8)
+    gt[:3] = 2                                                # 70 % of the pixels labelled right
+    fit = fit_confidence_temperatures(_Sweeper(), [(np.zeros((10, 10, 3), np.uint8), gt)] * 3,
+                                      class_temperatures=(5.0, 7.0, 9.0), assignment_temperatures=(1.0,))
+    assert fit["temperatures"] == (7.0, 1.0) and fit["ece"] == pytest.approx(0.0, abs=1e-6)
+    assert fit["grid"]["9,1"] == pytest.approx(0.2, abs=1e-6) and fit["frames"] == 3
+    with pytest.raises(ValueError, match="no labelled frames"):
+        fit_confidence_temperatures(_Sweeper(), [])
