@@ -3,7 +3,8 @@ sees it: `segment(img, outputs=["confidence"])`, 10 equal-width bins (docs/confi
 
 They guard the meaning of confidence (an estimate of P(label right)): per-frame min-max scores as confidence
 (ECE 0.14 for PnP-OVSS on 40 other held-out scenes), DenseCRF marginals alone on weak maps (0.13 under NOISE,
-200 scenes) or PGSeg's Q x P scores (0.27) cross the floors. Floors sit above what the shipped models measure on these scenes (benchmarks/calibration.py).
+200 scenes), PGSeg's untempered mixture (0.21) or its Q x P scores (0.27) cross the floors. Floors sit above
+what the shipped models measure on these scenes (benchmarks/calibration.py).
 """
 import os
 
@@ -19,9 +20,9 @@ NOISE = 80.0          # pixel noise (8-bit levels): PnP-OVSS's accuracy falls fr
 # PnP-OVSS, measured on these 40 scenes: ECE 0.032 clean, 0.065 under NOISE (200 scenes: see the docs)
 FLOOR_PNP = 0.08
 FLOOR_PNP_NOISY = 0.10
-# PGSeg's toy model misses the 0.10 target (its groups overreach objects with sure class probabilities):
-# measured 0.21 on these scenes (0.16 on 200); its Q x P scores as confidence measure 0.27
-FLOOR_PGSEG = 0.25
+# PGSeg with the temperatures fitted on validation scenes 5000-5199 (the model's config.json): measured 0.103 on
+# these scenes (0.090 on 200); untempered, the same mixture measures 0.21 here and its Q x P scores 0.27
+FLOOR_PGSEG = 0.14
 
 
 def _table(seg, scenes, sigma: float = 0.0, coarse: ReliabilityTable = None) -> ReliabilityTable:
@@ -65,14 +66,17 @@ def test_pnp_ovss_confidence_is_calibrated(scenes):
     assert noisy.to_dict()["mean_confidence"] < clean.to_dict()["mean_confidence"]
 
 
-def test_pgseg_confidence_is_better_than_its_scores(scenes):
+def test_pgseg_confidence_is_calibrated_with_its_fitted_temperatures(scenes):
     halves = ReliabilityTable(2)
-    t = _table(_load(PGSEG_MODEL_DIR), scenes, coarse=halves)
+    seg = _load(PGSEG_MODEL_DIR)
+    assert seg.confidence_temperatures != (1.0, 1.0)          # the shipped model carries fitted values
+    t = _table(seg, scenes, coarse=halves)
     assert t.ece() <= FLOOR_PGSEG, t.to_dict()
-    # the model is weak (pixel accuracy ~0.66): the mean confidence must not claim much more than that
-    assert t.to_dict()["mean_confidence"] < t.overall_accuracy() + 0.15, t.to_dict()
-    # 40 scenes are too few for PGSeg's ten bins to rise one by one (200 do, within 0.05: the docs); halves
-    # must: measured 0.36 right below 0.5, 0.73 above
+    # the model is weak (pixel accuracy ~0.66): the mean confidence must not claim more than that (measured
+    # 0.63; untempered 0.76)
+    assert t.to_dict()["mean_confidence"] < t.overall_accuracy() + 0.05, t.to_dict()
+    # 40 scenes are too few for PGSeg's ten bins to rise one by one; halves must: measured 0.45 right below
+    # 0.5, 0.79 above
     assert halves.accuracy()[1] > halves.accuracy()[0] + 0.2, halves.to_dict()
 
 
