@@ -3,8 +3,9 @@
 
 The decode gives each pixel its strongest group and each group a label (background, or its best kept class);
 a pixel's label is as sure as (a) the pixel belongs to a group carrying that label and (b) that group is the
-class. With a(x, g) the chained soft assignment of pixel x to group g (a distribution over groups) and
-pi(g, l) the group's probability of label l, the pixel's label distribution is the mixture
+class. With a(x, g) the chained soft assignment of pixel x to group g (a distribution over groups; each
+stage's softmax over groups tempered by T_assign) and pi(g, l) the group's probability of label l, the pixel's
+label distribution is the mixture
 
     P(l | x) = sum_g a(x, g) * pi(g, l)
 
@@ -13,15 +14,15 @@ group's softmax over the whole vocabulary, for the kept classes of a non-backgro
 
     P_T(g, c) = softmax_c(scale * cos(g, c) / T)
 
-T (> 0) is a property of the model, read from its config.json (`confidence_temperature`; 1, the model's own
-probabilities, where there is none) and fitted post hoc on labelled frames (temperature scaling,
-evaluation.calibration.fit_temperature). The decode's labels use the untempered scores, so T changes no label.
+T and T_assign (> 0) are properties of the model, read from its config.json (`confidence_temperature`,
+`confidence_assignment_temperature`; 1, the model's own probabilities, where absent) and fitted post hoc on
+labelled frames (temperature scaling, evaluation.calibration.fit_confidence_temperatures). The decode's labels
+use the untempered scores and the hard group argmax, so neither changes a label.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
-
 import math
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F

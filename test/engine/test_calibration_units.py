@@ -164,6 +164,10 @@ def test_pgseg_temperatures_come_from_the_checkpoint_and_change_no_label(tiny_pg
     res = tempered.segment(rgb, present=classes, outputs=["confidence"])
     np.testing.assert_array_equal(res.labels, base.labels)
     assert np.abs(res.confidence - base.confidence).max() > 1e-3      # the temperatures are used
+    labels, (c_shipped, c_plain) = tempered.confidence_sweep(rgb, [(2.0, 5.0), (1.0, 1.0)], present=classes)
+    np.testing.assert_array_equal(labels, base.labels)                 # the fit sees what segment() gives
+    np.testing.assert_allclose(c_shipped, res.confidence, atol=1e-6)
+    np.testing.assert_allclose(c_plain, base.confidence, atol=1e-6)
     for t in ((1.0, 1.0), (0.5, 1.0), (10.0, 30.0)):
         tempered.confidence_temperatures = t
         np.testing.assert_array_equal(tempered.segment(rgb, present=classes, outputs=["confidence"]).labels,
