@@ -98,7 +98,9 @@ def test_a_same_name_node_that_starts_and_leaves_is_a_warning_naming_it(probe, s
     from ovss_ros.ros import qos
 
     ns = "/ovss_twin_warn"
-    first = start_node(ns, vocabulary=["dog"])
+    # after its start window the first node looks for a twin with each /diagnostics: often enough to see
+    # one that leaves within a second of appearing (a Jazzy node does)
+    first = start_node(ns, vocabulary=["dog"], diagnostics_period=0.05)
     class_map = probe.collect(ClassMap, f"{ns}/segmentation/class_map", qos.latched())
     assert class_map.wait_for(lambda m: m.vocabulary_version == 1, 120), first.log()
     # the first node must be past its own start window, in which a twin makes it leave too: it started
