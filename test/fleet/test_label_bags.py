@@ -181,7 +181,7 @@ def test_interrupted_run_leaves_only_complete_outputs_and_resumes(cluster, tmp_p
         write_toy_bag(src / name, seed=i, n_frames=4, storage="mcap" if i % 2 else "sqlite3")
     args = [str(src), "--out", str(out), "--workers", "2", "--frames-per-batch", "1", *COMMON]
     proc = subprocess.Popen([sys.executable, "-m", "ovss_ros.fleet.cli", *args, "--num-cpus", "2",
-                             "--debug-extra-latency", "0.4"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             "--debug-extra-latency", "1.0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     try:
         assert wait_until(lambda: any((out / n).exists() for n in names) or proc.poll() is not None, 240)

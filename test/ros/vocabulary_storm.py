@@ -98,7 +98,8 @@ def run_storm(node, ns: str, how: str, seconds: float, rate: float = 50.0, fps: 
                 and get_params.wait_for_service(timeout_sec=30)):
             raise RuntimeError("the node's topics or services did not appear")
         t_begin = time.monotonic()
-        before = diag.wait_for(lambda m: _values(m, camera_status) is not None, 10, newest=True)
+        # a readiness wait, not a measured bound: a node starting under load may take longer than one period
+        before = diag.wait_for(lambda m: _values(m, camera_status) is not None, 30, newest=True)
         if before is None:
             raise RuntimeError("no diagnostics from the node")
         before_cam, before_engine = _values(before, camera_status), _values(before, engine_status)
