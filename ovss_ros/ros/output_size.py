@@ -151,13 +151,8 @@ class SizeFollower:
         from rclpy.qos import ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, Image
 
-        try:   # Iron and later
-            from rclpy.event_handler import SubscriptionEventCallbacks
-        except ImportError:   # pragma: no cover - Humble
-            from rclpy.qos_event import SubscriptionEventCallbacks
-
         from . import qos
-        from .camera_inputs import topic
+        from .camera_inputs import SubscriptionEventCallbacks, topic   # the distribution-dependent import, once
 
         kind = CameraInfo if follows_camera_info(source) else Image
         for cam in cameras:
