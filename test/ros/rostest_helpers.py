@@ -163,6 +163,43 @@ def get_param(probe, node: str, name: str):
     return probe.call(GetParameters, f"{node}/get_parameters", GetParameters.Request(names=[name])).values[0]
 
 
+VOCABULARY_WORDS = ["red", "green", "blue", "circle", "square", "triangle", "dog", "car"]
+
+
+def vocabularies(seed: int):
+    """Endless random vocabularies of 1-4 two-word names, reproducible from `seed`."""
+    import random
+
+    rng = random.Random(seed)
+    while True:
+        yield [f"{rng.choice(VOCABULARY_WORDS)} {w}" for w in rng.sample(VOCABULARY_WORDS, rng.randint(1, 4))]
+
+
+def burst_settles(probe, node, ns: str, full: str, topic, class_map, steps: list, vocab) -> None:
+    """Send one burst of vocabulary changes (`steps`: "parameter", "service" or "topic" each) and assert the
+    node settles on the last one: the parameter shows it and the newest class map names it."""
+    from std_msgs.msg import String
+
+    from ovss_ros.srv import SetVocabulary
+
+    last = None
+    for how in steps:
+        last = next(vocab)
+        if how == "parameter":
+            assert set_params(probe, full, vocabulary=last)[0].successful
+        elif how == "service":
+            assert probe.call(SetVocabulary, f"{ns}/set_vocabulary", SetVocabulary.Request(classes=last)).success
+        else:
+            topic.publish(String(data=", ".join(last)))
+
+    def settled():
+        names = list(get_param(probe, full, "vocabulary").string_array_value)
+        latest = max(class_map.msgs, key=lambda m: m.vocabulary_version)
+        return names == last and [c.class_name for c in latest.classes] == last
+
+    assert wait_until(settled, 20), (steps, last, node.log()[-2000:])
+
+
 def change_state(probe, node: str, transition_id: int) -> bool:
     from lifecycle_msgs.srv import ChangeState
 

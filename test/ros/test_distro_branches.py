@@ -20,11 +20,9 @@ from std_msgs.msg import String
 from ovss_ros.msg import ClassMap
 from ovss_ros.ros import camera_inputs, qos
 from ovss_ros.ros.node_params import add_post_set_callback
-from ovss_ros.srv import SetVocabulary
-from rostest_helpers import get_param, set_params, wait_until
+from rostest_helpers import burst_settles, vocabularies, wait_until
 
 HUMBLE_NODE = Path(__file__).with_name("humble_params_node.py")
-WORDS = ["red", "green", "blue", "circle", "square", "triangle", "dog", "car"]
 
 
 class PreIronView:
@@ -99,12 +97,6 @@ def test_post_set_callback_runs_once_per_accepted_set_in_order_on_the_setting_th
     assert all((v > 1000) == flag for v, _, _, flag in applied)
 
 
-def vocabularies(seed: int):
-    rng = random.Random(seed)
-    while True:
-        yield [f"{rng.choice(WORDS)} {w}" for w in rng.sample(WORDS, rng.randint(1, 4))]
-
-
 def test_without_post_set_callbacks_the_newest_vocabulary_wins_through_parameter_bursts(probe, start_node):
     """ovss_node without post-set callbacks (humble_params_node.py): bursts of parameter sets, each ending
     on a parameter set, a service call or topic messages, settle on the last one, and the parameter shows
@@ -122,22 +114,7 @@ def test_without_post_set_callbacks_the_newest_vocabulary_wins_through_parameter
     for burst in range(12):
         ending = ("parameter", "service", "topic")[burst % 3]
         steps = ["parameter"] * rng.randint(3, 8) + ([] if ending == "parameter" else [ending] * rng.randint(1, 3))
-        last = None
-        for how in steps:
-            last = next(vocab)
-            if how == "parameter":
-                assert set_params(probe, full, vocabulary=last)[0].successful
-            elif how == "service":
-                assert probe.call(SetVocabulary, f"{ns}/set_vocabulary", SetVocabulary.Request(classes=last)).success
-            else:
-                topic.publish(String(data=", ".join(last)))
-
-        def settled():
-            names = list(get_param(probe, full, "vocabulary").string_array_value)
-            latest = max(class_map.msgs, key=lambda m: m.vocabulary_version)
-            return names == last and [c.class_name for c in latest.classes] == last
-
-        assert wait_until(settled, 20), (burst, steps, last, node.log()[-2000:])
+        burst_settles(probe, node, ns, full, topic, class_map, steps, vocab)
     assert node.alive()
 
 

@@ -9,20 +9,12 @@ from std_msgs.msg import String
 from ovss_ros.msg import ClassMap
 from ovss_ros.ros import qos
 from ovss_ros.ros.vocabulary_path import SUPERSEDED
-from ovss_ros.srv import SetVocabulary
-from rostest_helpers import get_param, set_params, wait_until
+from rostest_helpers import burst_settles, vocabularies
 from vocabulary_storm import INPUTS, run_storm
 
 NS, FULL = "/ovss_vocab", "/ovss_vocab/ovss_node"
-WORDS = ["red", "green", "blue", "circle", "square", "triangle", "dog", "car"]
 STORM_NS = "/ovss_storm"
 STORM_SECONDS = 8.0
-
-
-def vocabularies(seed: int):
-    rng = random.Random(seed)
-    while True:
-        yield [f"{rng.choice(WORDS)} {w}" for w in rng.sample(WORDS, rng.randint(1, 4))]
 
 
 def test_bursts_through_all_three_inputs_settle_on_the_last_one(probe, start_node):
@@ -39,22 +31,7 @@ def test_bursts_through_all_three_inputs_settle_on_the_last_one(probe, start_nod
         steps = [rng.choice(("parameter", "service")) for _ in range(rng.randint(2, 5))]
         if uses_topic:
             steps += ["topic"] * rng.randint(1, 6)
-        last = None
-        for how in steps:
-            last = next(vocab)
-            if how == "parameter":
-                assert set_params(probe, FULL, vocabulary=last)[0].successful
-            elif how == "service":
-                assert probe.call(SetVocabulary, f"{NS}/set_vocabulary", SetVocabulary.Request(classes=last)).success
-            else:
-                topic.publish(String(data=", ".join(last)))
-
-        def settled():
-            names = list(get_param(probe, FULL, "vocabulary").string_array_value)
-            latest = max(class_map.msgs, key=lambda m: m.vocabulary_version)
-            return names == last and [c.class_name for c in latest.classes] == last
-
-        assert wait_until(settled, 20), (burst, steps, last, node.log()[-2000:])
+        burst_settles(probe, node, NS, FULL, topic, class_map, steps, vocab)
     assert node.alive()
 
 
