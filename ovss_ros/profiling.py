@@ -65,3 +65,11 @@ def count_host_syncs():
     counts: Counter = Counter()
     with _Reads(counts), _DataDependent(counts):
         yield counts
+
+
+def sync_device(device) -> None:
+    """Wait until the work queued on `device` is done; nothing on a CPU. The device is named: a bare
+    `torch.cuda.synchronize()` waits for the current device, which is not the model's on `cuda:1`."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

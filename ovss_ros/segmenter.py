@@ -14,6 +14,7 @@ from .frame_batch import FrameBatch, FrameInput, FrameOutput
 from .image_io import check_frame_tensor, preprocess, preprocess_torch, to_rgb_uint8
 from .model_check import ModelCheck
 from .model_loading import DEFAULT_MODEL, LoadedModel, dtype_name, load_blip, wrap_blip
+from .profiling import sync_device
 from .prompts import VocabularyError, normalize_name
 from .result import SegmentationResult, TensorResult
 from .text_cache import TextCache
@@ -70,13 +71,14 @@ class Stopwatch:
     would serialise the host and the device); `total` is always measured after the results are ready."""
 
     def __init__(self, device: torch.device, profile: bool):
-        self.sync = profile and device.type == "cuda"
+        self.device = device
+        self.sync = profile
         self.times: dict[str, float] = {}
         self.t0 = self.t = time.perf_counter()
 
     def lap(self, stage: str) -> None:
         if self.sync:
-            torch.cuda.synchronize()
+            sync_device(self.device)      # the model's device, not the current one
         now = time.perf_counter()
         self.times[stage] = self.times.get(stage, 0.0) + now - self.t
         self.t = now
