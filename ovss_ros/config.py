@@ -115,7 +115,7 @@ class SegmenterConfig:
     crf_bilateral_srgb: float = 5.0
     crf_bilateral_compat: float = 10.0
     # -- numerics
-    vision_dtype: str = "float32"            # auto (bf16 on CUDA, fp32 on CPU) / float32 / bfloat16 / float16: no-grad ViT pass
+    vision_dtype: str = "float32"            # auto (CUDA: bf16 from sm80, else fp16; CPU: fp32) / float32 / bfloat16 / float16: no-grad ViT pass
     compile: str = "none"                    # none / torch_compile: ViT and text layers through torch.compile
     # -- input limits
     max_classes: int = 256
@@ -257,14 +257,33 @@ def check_vision_dtype(vision_dtype: str, weights_dtype: str) -> None:
                          f"the model with dtype 'float32' or {vision_dtype!r}")
 
 
-def vision_autocast_dtype(vision_dtype: str, weights_dtype: str, device_type: str) -> Optional[str]:
+# bf16 runs natively from Ampere (compute capability 8.0) on; T4 (7.5), Xavier (7.2) and V100 (7.0) emulate it
+BF16_MIN_CAPABILITY = (8, 0)
+
+
+def auto_half_dtype(device, capability: Optional[tuple[int, int]] = None) -> str:
+    """What `vision_dtype: auto` lowers float32 weights to on `device`: bfloat16 on a CUDA device that runs it
+    natively, float16 on an older one, float32 (no autocast) elsewhere. `capability` is the device's
+    (major, minor), queried when not given."""
+    import torch          # here: the settings module stays importable without torch
+    device = torch.device(device)
+    if device.type != "cuda":
+        return "float32"
+    if capability is None:
+        capability = torch.cuda.get_device_capability(device)
+    return "bfloat16" if tuple(capability) >= BF16_MIN_CAPABILITY else "float16"
+
+
+def vision_autocast_dtype(vision_dtype: str, weights_dtype: str, device,
+                          capability: Optional[tuple[int, int]] = None) -> Optional[str]:
     """The autocast dtype of the no-grad encoder pass, None for no autocast (the pass runs in the weights'
-    dtype). `auto` lowers float32 weights to bf16 on CUDA only; half weights run as they are (fp16 weights under a
-    bf16 autocast would be the refused pair)."""
+    dtype). `auto` lowers float32 weights on CUDA only (auto_half_dtype: bf16 from compute capability 8.0,
+    fp16 before); half weights run as they are, so `auto` never pairs two half types (the refused pair), and
+    bf16 weights on an older GPU stay bf16 (load float16 or float32 weights there)."""
     if vision_dtype == "auto":
         if weights_dtype != "float32":
             return None
-        vision_dtype = "bfloat16" if device_type == "cuda" else "float32"
+        vision_dtype = auto_half_dtype(device, capability)
     return None if vision_dtype == "float32" else vision_dtype
 
 

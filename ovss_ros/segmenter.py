@@ -207,7 +207,7 @@ class Segmenter:
     def vision(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Image tokens [F, N+1, D] of model inputs [F, 3, S, S] (no gradient: GradCAM starts at the text)."""
         param_dtype = next(self.model.parameters()).dtype
-        cast = vision_autocast_dtype(self._config.vision_dtype, dtype_name(param_dtype), self.device.type)
+        cast = vision_autocast_dtype(self._config.vision_dtype, dtype_name(param_dtype), self.device)
         with torch.no_grad(), torch.autocast(self.device.type, dtype=getattr(torch, cast or "float32"),
                                              enabled=cast is not None):
             out = self._vision_model(pixel_values=pixel_values.to(param_dtype), interpolate_pos_encoding=True)

@@ -49,7 +49,7 @@ class PGSegConfig:
     background: str = "threshold"            # "threshold": pixels whose best class scores below it; "never"
     background_threshold: float = 0.95
     npr: bool = True                         # run the checkpoint's NPR modules (False: GroupViT's forward)
-    vision_dtype: str = "float32"            # auto (bf16 on CUDA, fp32 on CPU) / float32 / bfloat16 / float16
+    vision_dtype: str = "float32"            # auto (CUDA: bf16 from sm80, else fp16; CPU: fp32) / float32 / bfloat16 / float16
     max_classes: int = 256
     max_class_name_length: int = 64
     max_image_pixels: int = 4096 * 4096

@@ -123,7 +123,7 @@ class PGSegSegmenter:
 
     def _encode(self, crops: torch.Tensor):
         """(pixel->group index [n, h, w], group embeddings [n, G, P], pooled embeddings [n, P]) of windows."""
-        cast = vision_autocast_dtype(self._config.vision_dtype, self.check.weights_dtype, self.device.type)
+        cast = vision_autocast_dtype(self._config.vision_dtype, self.check.weights_dtype, self.device)
         with torch.autocast(self.device.type, dtype=getattr(torch, cast or "float32"), enabled=cast is not None):
             vision = vision_forward(self.model, crops, use_npr=self._config.npr)
         groups_index = inference.pixel_groups([a.float() for a in vision.assignments], tuple(crops.shape[-2:]),

@@ -51,7 +51,8 @@ ENGINE_DESCRIPTIONS = {
     "crf_bilateral_sxy": "DenseCRF bilateral kernel spatial sigma",
     "crf_bilateral_srgb": "DenseCRF bilateral kernel colour sigma",
     "crf_bilateral_compat": "DenseCRF bilateral kernel weight",
-    "vision_dtype": "ViT pass dtype: auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16",
+    "vision_dtype": "ViT pass dtype: auto (bf16 on CUDA from compute capability 8.0, fp16 on older GPUs, fp32 "
+                    "on CPU), float32, bfloat16, float16",
     "compile": "none or torch_compile (ViT and text layers; the first frame of each shape compiles)",
     "max_classes": "maximum vocabulary size (more classes are refused)",
     "max_class_name_length": "maximum characters per class name",
@@ -70,7 +71,8 @@ PGSEG_DESCRIPTIONS = {
     "background": "threshold (pixels whose best class scores below background_threshold are background) or never",
     "background_threshold": "group-class score (0..1) below which a pixel is background",
     "npr": "run the checkpoint's NPR modules (false: GroupViT's plain forward)",
-    "vision_dtype": "encoder pass dtype: auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16",
+    "vision_dtype": "encoder pass dtype: auto (bf16 on CUDA from compute capability 8.0, fp16 on older GPUs, "
+                    "fp32 on CPU), float32, bfloat16, float16",
     "max_classes": "maximum vocabulary size (more classes are refused)",
     "max_class_name_length": "maximum characters per class name",
     "max_image_pixels": "larger input frames are refused (logged and skipped)",

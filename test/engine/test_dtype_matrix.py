@@ -187,12 +187,12 @@ def test_a_pass_in_the_other_half_type_is_refused_with_the_settings(method, dtyp
 
 @pytest.mark.parametrize("dtype", MODEL_DTYPES)
 def test_auto_lowers_only_float32_weights(dtype):
-    """`auto` is bf16 autocast on CUDA for float32 weights; half weights run as they are (a bf16 pass over
-    fp16 weights would be the refused pair)."""
-    cuda = vision_autocast_dtype("auto", dtype, "cuda")
+    """`auto` is bf16 autocast on an Ampere-or-later GPU for float32 weights (fp16 before: test_gpu_readiness);
+    half weights run as they are (a bf16 pass over fp16 weights would be the refused pair)."""
+    cuda = vision_autocast_dtype("auto", dtype, "cuda", capability=(8, 0))
     assert cuda == ("bfloat16" if dtype == "float32" else None)
     assert vision_autocast_dtype("auto", dtype, "cpu") is None
     for v in VISION_DTYPES:           # whatever runs autocasts float32 weights, or half weights to their own type
-        for device in ("cpu", "cuda"):
-            cast = vision_autocast_dtype(v, dtype, device)
+        for device, capability in (("cpu", None), ("cuda", (8, 0)), ("cuda", (7, 5))):
+            cast = vision_autocast_dtype(v, dtype, device, capability=capability)
             assert refused(dtype, v) or cast is None or dtype == "float32" or cast == dtype, (v, device, cast)
