@@ -1,6 +1,7 @@
 """From per-class patch maps to a label map: threshold, upsample, background, blur, DenseCRF."""
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import numpy as np
@@ -53,14 +54,27 @@ def _reflect_index(n: int, radius: int, device) -> torch.Tensor:
     return torch.where(idx >= n, 2 * n - 1 - idx, idx)
 
 
+@functools.lru_cache(maxsize=16)
+def _host_gaussian_kernel(sigma: float, radius: int) -> torch.Tensor:
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum()
+
+
+@functools.lru_cache(maxsize=32)
+def gaussian_kernel(sigma: float, radius: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The normalised 1-D Gaussian, computed once on the host in float64 (slow or missing on some accelerators),
+    cast there and moved once per device: a per-call upload would wait for the device's queue."""
+    with torch.inference_mode(False):     # a cached tensor must stay usable outside inference mode
+        return _host_gaussian_kernel(sigma, radius).to(dtype).to(device)
+
+
 def gaussian_blur(maps: torch.Tensor, sigma: float, truncate: float = 4.0) -> torch.Tensor:
     """Separable Gaussian on [C, H, W] on the maps' device; matches scipy.ndimage.gaussian_filter."""
     if sigma <= 0:
         return maps
     radius = int(truncate * sigma + 0.5)
-    x = torch.arange(-radius, radius + 1, device=maps.device, dtype=torch.float64)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    k = (k / k.sum()).to(maps.dtype)
+    k = gaussian_kernel(float(sigma), radius, maps.dtype, maps.device)
     c, h, w = maps.shape
     out = maps[:, _reflect_index(h, radius, maps.device)]                    # pad rows
     out = F.conv1d(out.permute(0, 2, 1).reshape(c * w, 1, -1), k.view(1, 1, -1))
