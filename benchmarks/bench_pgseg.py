@@ -52,7 +52,7 @@ def timed(seg, frame) -> float:
     t = time.perf_counter()
     r = seg.segment(frame)
     if seg.device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(seg.device)
     assert r.labels.shape == frame.shape[:2]
     return time.perf_counter() - t
 

@@ -71,7 +71,7 @@ def main() -> None:
 
     def sync():
         if device.type == "cuda":
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(device)
 
     def reply(obj) -> None:
         print(json.dumps(obj), flush=True)
