@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import time
 from typing import Collection, Optional, Sequence, Union
 
 import numpy as np
@@ -14,23 +13,10 @@ from .frame_batch import FrameBatch, FrameInput, FrameOutput
 from .image_io import check_frame_tensor, preprocess, preprocess_torch, to_rgb_uint8
 from .model_check import ModelCheck
 from .model_loading import DEFAULT_MODEL, LoadedModel, dtype_name, load_blip, wrap_blip
-from .profiling import sync_device
-from .prompts import VocabularyError, normalize_name
+from .prompts import VocabularyError
 from .result import SegmentationResult, TensorResult
+from .segmenter_common import OUTPUTS, Stopwatch, check_outputs, resolve_present  # noqa: F401 (public here too)
 from .text_cache import TextCache
-
-# What segment() can return: labels always; the others only when asked for.
-OUTPUTS = ("labels", "confidence", "class_maps", "raw_maps")
-
-
-def check_outputs(outputs: Collection[str]) -> frozenset:
-    if isinstance(outputs, str):
-        outputs = (outputs,)
-    unknown = sorted(set(outputs) - set(OUTPUTS))
-    if unknown:
-        raise ValueError(f"unknown outputs {unknown}: expected some of {list(OUTPUTS)}")
-    return frozenset(outputs) | {"labels"}
-
 
 _PROMPT_FIELDS = {"prompt_template", "prompt_mode", "gradcam_rows", "max_classes", "max_class_name_length"}
 
@@ -47,45 +33,6 @@ def _fits(check: ModelCheck, cfg: Optional[SegmenterConfig]) -> bool:
         return cfg is not None and check.check_config(cfg) is cfg
     except ValueError:
         return False
-
-
-def resolve_present(vocab: Sequence[str], present: Optional[Sequence[Union[str, int]]]) -> Optional[list[int]]:
-    """Forced classes (names normalised as the vocabulary's, case ignored, or vocabulary indices) as sorted
-    indices."""
-    if present is None:
-        return None
-    index = {n.casefold(): i for i, n in enumerate(vocab)}
-    out = set()
-    for p in present:
-        if isinstance(p, (int, np.integer)) and 0 <= int(p) < len(vocab):
-            out.add(int(p))
-        elif isinstance(p, str) and normalize_name(p).casefold() in index:
-            out.add(index[normalize_name(p).casefold()])
-        else:
-            raise VocabularyError(f"present class {p!r} is not in the vocabulary")
-    return sorted(out)
-
-
-class Stopwatch:
-    """Seconds per stage. On a GPU, stage laps wait for the device only when profiling (a wait per stage
-    would serialise the host and the device); `total` is always measured after the results are ready."""
-
-    def __init__(self, device: torch.device, profile: bool):
-        self.device = device
-        self.sync = profile
-        self.times: dict[str, float] = {}
-        self.t0 = self.t = time.perf_counter()
-
-    def lap(self, stage: str) -> None:
-        if self.sync:
-            sync_device(self.device)      # the model's device, not the current one
-        now = time.perf_counter()
-        self.times[stage] = self.times.get(stage, 0.0) + now - self.t
-        self.t = now
-
-    def finish(self) -> dict:
-        self.times["total"] = time.perf_counter() - self.t0
-        return self.times
 
 
 class Segmenter:
@@ -129,6 +76,8 @@ class Segmenter:
         elif method is None and type(model).__name__ in ("PGSegModel", "GroupViTModel"):
             method = "pgseg"
         if method == "pgseg":
+            # one-way: pgseg.segmenter shares segmenter_common with this module, never imports it; loaded on
+            # first use so a BLIP-only process skips the GroupViT code
             from .pgseg.segmenter import PGSegSegmenter
 
             if not isinstance(model, (str, os.PathLike)) and processor is None:

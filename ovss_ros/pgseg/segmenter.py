@@ -13,7 +13,7 @@ from ..config import vision_autocast_dtype
 from ..image_io import check_frame_tensor, to_rgb_uint8
 from ..prompts import VocabularyError
 from ..result import SegmentationResult, TensorResult
-from ..segmenter import Stopwatch, check_outputs, resolve_present
+from ..segmenter_common import Stopwatch, check_outputs, resolve_present
 from . import confidence, inference
 from .config import PGSegConfig, make_pgseg_config
 from .loading import LoadedGroupViT, PGSegCheck, load_groupvit, wrap_groupvit

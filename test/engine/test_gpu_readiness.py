@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ovss_ros import postprocess, profiling
+from ovss_ros import postprocess, profiling, segmenter_common
 from ovss_ros import segmenter as segmenter_module
 from ovss_ros.config import auto_half_dtype, check_vision_dtype, make_config, vision_autocast_dtype
 from ovss_ros.pgseg import segmenter as pgseg_module
@@ -53,7 +53,7 @@ def engines(tiny_blip_dir, tiny_pgseg_dir):
 def test_both_segmenters_wait_per_stage_on_their_own_device_when_profiling(method, engines, rgb, monkeypatch):
     seg = engines[method]
     waits = []
-    monkeypatch.setattr(segmenter_module, "sync_device", waits.append)    # the stopwatch both segmenters use
+    monkeypatch.setattr(segmenter_common, "sync_device", waits.append)    # the stopwatch both segmenters use
     monkeypatch.setattr(seg, "profile", True)
     result = seg.segment(rgb)
     stages = set(result.timings) - {"total"}
