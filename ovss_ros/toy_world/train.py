@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from contextlib import contextmanager
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 from ..image_io import preprocess
 from ..prompts import enc_token_id
 from ..tiny_model import build_blip, save_model
+from .training_common import json_lines, lr_at
 from .world import class_names, make_scene, scene_seed, vocabulary_words
 
 TEMPLATE = "a picture of {}"
@@ -175,24 +175,6 @@ def evaluate_itm(model, scenes, prompts: Prompts, mean, std, batch: int = 32) ->
     out["balanced_accuracy"] = float(np.mean([out["acc_positive"],
                                               np.mean(correct["shares_attribute"] + correct["absent"])]))
     return out
-
-
-def json_lines(logf, quiet: bool):
-    """emit(record): one JSON line to the open log file (if any) and, unless quiet, to stderr."""
-    def emit(rec: dict) -> None:
-        line = json.dumps(rec)
-        if logf:
-            logf.write(line + "\n")
-            logf.flush()
-        if not quiet:
-            print(line, file=sys.stderr, flush=True)
-    return emit
-
-
-def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    return lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
 def train(out: Optional[Path], world: str = "pattern", steps: int = 3000, batch: int = 32, lr: float = 5e-4,

@@ -35,7 +35,7 @@ from ..pgseg.model import PGSegModel, project, text_embeddings, vision_forward
 from ..pgseg.preprocess import preprocess
 from ..pgseg.tiny_model import ARCHITECTURES, groupvit_config
 from ..pgseg.tokenizer import word_merges, write_tokenizer
-from .train import json_lines, lr_at
+from .training_common import json_lines, lr_at
 from .world import SIZE, class_names, make_scene, scene_seed, vocabulary_words
 
 TEMPLATE = "a picture of {}"
