@@ -1,7 +1,7 @@
 """Imports flow one way: engine <- toy_world <- evaluation <- ros <- demo <- fleet (each may use those before it
 only); Ray, the fleet's optional dependency, is imported by the fleet alone.
 Checked on the source (every import statement, top-level or inside a function), so a lazy import cannot
-hide a cycle."""
+hide a cycle. No two modules of the package depend on each other, directly or through others."""
 import ast
 from pathlib import Path
 
@@ -64,3 +64,116 @@ def test_only_the_fleet_imports_ray():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
             wrong += [f"{path.relative_to(PKG)} imports {n}" for n in names if n.split(".")[0] == "ray"]
     assert not wrong, wrong
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PKG.parent).with_suffix("")
+    return ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+
+
+def _modules() -> dict:
+    """Module name -> path; a package is its __init__."""
+    return {_module_name(p): p for p in PKG.rglob("*.py")}
+
+
+def _dependencies(path: Path, module: str, known) -> set:
+    """The package's modules this file imports. `from pkg import name` is a dependency on the submodule
+    pkg.name when there is one, else on pkg (a package: its __init__); `from mod import name` on mod."""
+    pkg = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                up = pkg.rsplit(".", node.level - 1)[0] if node.level > 1 else pkg
+                base = f"{up}.{node.module}" if node.module else up
+            found |= {f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names}
+    # names outside the source tree (numpy, the rosidl-generated ovss_ros.msg) are no edge; a package's
+    # own __init__ naming itself (`from . import NAME` for a name it defines) neither
+    return {n for n in found if n in known and (n != module or path.name != "__init__.py")}
+
+
+def _lazy_exports(path: Path, module: str) -> set:
+    """Modules a package's __init__ loads on attribute access (its `_LAZY` name -> submodule table): a
+    module importing the package for such a name depends on the submodule that defines it."""
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "_LAZY" for t in node.targets):
+            return {f"{module}.{v}" for v in ast.literal_eval(node.value).values()}
+    return set()
+
+
+def _cycles(graph: dict) -> list:
+    """Strongly connected components with more than one module, and modules importing themselves
+    (Tarjan, iterative)."""
+    index, low, stack, on_stack, out = {}, {}, [], set(), []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            v, it = work[-1]
+            w = next(it, None)
+            if w is not None:
+                if w not in index:
+                    index[w] = low[w] = len(index)
+                    stack.append(w)
+                    on_stack.add(w)
+                    work.append((w, iter(sorted(graph.get(w, ())))))
+                elif w in on_stack:
+                    low[v] = min(low[v], index[w])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                comp = []
+                while True:
+                    w = stack.pop()
+                    on_stack.discard(w)
+                    comp.append(w)
+                    if w == v:
+                        break
+                if len(comp) > 1 or v in graph.get(v, ()):
+                    out.append(sorted(comp))
+    return out
+
+
+def _graph() -> dict:
+    modules = _modules()
+    graph = {}
+    for m, p in modules.items():
+        lazy = _lazy_exports(p, m) if p.name == "__init__.py" else set()
+        assert lazy <= set(modules), f"{m}._LAZY names missing modules {sorted(lazy - set(modules))}"
+        graph[m] = _dependencies(p, m, modules) | lazy
+    return graph
+
+
+def test_cycle_finder_sees_cycles():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}, "f": set()}
+    assert _cycles(graph) == [["a", "b", "c"], ["e"]]
+
+
+def test_imports_resolve_to_the_modules_they_load(tmp_path):
+    known = {"ovss_ros", "ovss_ros.pgseg", "ovss_ros.pgseg.model", "ovss_ros.segmenter", "ovss_ros.result"}
+    src = tmp_path / "segmenter.py"
+    src.write_text("def f():\n    from .pgseg import model, __version__\n    from . import segmenter\n"
+                   "from .result import Result\nimport ovss_ros.pgseg\nimport numpy.linalg\nfrom ovss_ros.msg import X\n")
+    assert _dependencies(src, "ovss_ros.segmenter", known) == \
+        {"ovss_ros.pgseg", "ovss_ros.pgseg.model", "ovss_ros.segmenter", "ovss_ros.result"}
+
+
+def test_root_lazy_exports_count_as_imports():
+    lazy = _lazy_exports(PKG / "__init__.py", "ovss_ros")
+    assert {"ovss_ros.segmenter", "ovss_ros.pgseg.segmenter"} <= lazy
+
+
+def test_no_import_cycles():
+    """Function-level imports count: a lazy import only moves a cycle to run time. So do the root's lazy
+    re-exports: inside the package, import a name from the module that defines it, not from `ovss_ros`."""
+    cycles = _cycles(_graph())
+    assert not cycles, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in cycles)
