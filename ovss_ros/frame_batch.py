@@ -22,9 +22,10 @@ HOST_SYNCS = {
     "class_presence": "presence=itm: the [frames, classes] probabilities come down once per batch to decide "
                       "which classes are present (the set of captions GradCAM runs depends on it)",
     "crf": "postprocess crf / blur+crf: DenseCRF (pydensecrf) runs on the CPU, so per frame its input maps "
-           "come down and the winning labels go up (the tensor face also brings the frame down once, at the "
-           "CRF's size)",
+           "come down and the winning labels go up, and with the confidence asked for its marginal at the "
+           "winners goes up too (the tensor face also brings the frame down once, at the CRF's size)",
 }
+# Not a sync: the confidence's per-class prior is gathered on the device from the presence pass's output.
 
 
 @dataclass
@@ -62,6 +63,7 @@ class FrameBatch:
         self.cfg, self.model, self.text = seg.config, seg.model, seg.text
         self.layers = seg.check.layers(self.cfg.gradcam_layer)
         self.grid = (self.cfg.image_size or seg.loaded.native_image_size) // seg.check.patch_size
+        self.presence_t: Optional[torch.Tensor] = None     # [frames, classes] on the device (presence=itm)
 
     def run(self) -> list[FrameOutput]:
         pixels = torch.stack([f.pixels for f in self.frames])
@@ -83,7 +85,8 @@ class FrameBatch:
         record = self.cfg.prompt_mode == "per_class" and all(p is None for p in forced)
         prefix, _ = stack([self.text.presence] * f)
         logits, probs = self.seg.itm(prefix, kv0, capture=self.layers if record else ())
-        prob = class_presence.probabilities(logits).view(f, n).cpu().numpy()    # host sync: class_presence
+        self.presence_t = class_presence.probabilities(logits).view(f, n)   # kept for the confidence
+        prob = self.presence_t.cpu().numpy()                                    # host sync: class_presence
         selected = []
         for i, p in enumerate(forced):
             if p is None:
@@ -184,7 +187,7 @@ class FrameBatch:
         out = FrameOutput(lut[postprocess.upsample_labels(winner, (h, w))], presence, selected)
         extras = []
         if "confidence" in want:
-            extras.append(self._confidence(soft, winner, marginal, presence, selected)[None])
+            extras.append(self._confidence(soft, winner, marginal, self._prior(i, soft.shape[0], plan))[None])
         if "class_maps" in want:
             extras.append(soft[len(lut) - len(selected):])
         if extras:
@@ -199,18 +202,21 @@ class FrameBatch:
         self.watch.lap("postprocess")
         return out
 
+    def _prior(self, i: int, channels: int, plan) -> torch.Tensor:
+        """Each channel's weight in the confidence: the class presence probability of its class where ITM
+        computed it for this frame (rows are all computed or all NaN), 1 for background and forced classes.
+        Gathered on the device from the presence pass's output, so no upload."""
+        prior = torch.ones(channels, dtype=torch.float32, device=plan.classes_t.device)
+        if self.presence_t is not None and self.frames[i].present is None:
+            prior[channels - len(plan.classes):] = self.presence_t[i].index_select(0, plan.classes_t).nan_to_num(1.0)
+        return prior
+
     @staticmethod
-    def _confidence(soft, winner, marginal, presence: np.ndarray, selected: list[int]) -> torch.Tensor:
-        """P(label right) per pixel (postprocess.label_confidence): each class channel weighted by its class
-        presence probability where ITM computed it; background and forced classes by 1."""
-        prior = np.ones(soft.shape[0], np.float32)
-        p = presence[selected] if len(selected) else np.zeros(0, np.float32)
-        prior[soft.shape[0] - len(selected):] = np.where(np.isnan(p), 1.0, p)
-        dev = soft.device
+    def _confidence(soft, winner, marginal, prior: torch.Tensor) -> torch.Tensor:
+        """P(label right) per pixel (postprocess.label_confidence): each class channel weighted by `prior`."""
         if marginal is not None:
-            marginal = torch.from_numpy(marginal).to(dev)
-        return postprocess.label_confidence(soft, winner, marginal, torch.from_numpy(prior).to(dev),
-                                            CONFIDENCE_CRF_WEIGHT)
+            marginal = torch.from_numpy(marginal).to(soft.device)           # host sync: crf
+        return postprocess.label_confidence(soft, winner, marginal, prior, CONFIDENCE_CRF_WEIGHT)
 
     @staticmethod
     def _rgb_at(fr: FrameInput, size: tuple[int, int]) -> np.ndarray:

@@ -131,7 +131,7 @@ def refine(channels: torch.Tensor, rgb, cfg) -> tuple[torch.Tensor, torch.Tensor
                       cfg.crf_iterations, cfg.crf_gaussian_sxy, cfg.crf_gaussian_compat, cfg.crf_bilateral_sxy,
                       cfg.crf_bilateral_srgb, cfg.crf_bilateral_compat)
         best = q.argmax(axis=0)
-        winner = torch.from_numpy(best).to(channels.device)
+        winner = torch.from_numpy(best).to(channels.device)                     # host sync: crf
         marginal = np.take_along_axis(q, best[None], axis=0)[0]
     else:
         winner = soft.argmax(dim=0)
