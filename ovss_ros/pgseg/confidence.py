@@ -64,7 +64,7 @@ def group_label_probabilities(p: torch.Tensor, scores: torch.Tensor, background:
     if background is None:
         return p
     t = torch.minimum(scores.flatten(1).max(dim=1).values,
-                      torch.tensor(background, dtype=scores.dtype, device=scores.device))
+                      torch.full((), background, dtype=scores.dtype, device=scores.device))
     is_bg = (scores.max(dim=-1).values < t[:, None]).to(p.dtype)           # [B, G], the decode's rule
     return torch.cat([is_bg[..., None], p * (1 - is_bg[..., None])], dim=-1)
 

@@ -74,8 +74,8 @@ def window_scores(group_index: torch.Tensor, scores: torch.Tensor, background: O
     fg = fg.transpose(1, 2).reshape(b, -1, h, w)
     if background is None:
         return fg
-    t = torch.minimum(scores.flatten(1).max(dim=1).values, torch.tensor(background, dtype=scores.dtype,
-                                                                          device=scores.device))
+    t = torch.minimum(scores.flatten(1).max(dim=1).values,
+                      torch.full((), background, dtype=scores.dtype, device=scores.device))
     bg = (fg.max(dim=1).values < t[:, None, None]).to(fg.dtype)
     return torch.cat([bg[:, None], fg], dim=1)
 

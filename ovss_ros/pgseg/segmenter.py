@@ -20,6 +20,15 @@ from .loading import LoadedGroupViT, PGSegCheck, load_groupvit, wrap_groupvit
 from .model import image_embeddings, logit_scale, text_embeddings, vision_forward
 from .preprocess import preprocess, preprocess_torch
 
+# Where the host waits for the device per frame (after the frame's upload, before the caller's downloads),
+# each marked `# host sync` below; test/engine/test_host_syncs.py counts them with ovss_ros.profiling.
+HOST_SYNCS = {
+    "kept_classes": "which classes compete (top-k or present) decides the channels scored and the result's "
+                    "class list: the kept ids' nonzero and their download (counted 2, one wait in effect)",
+    "presence": "the tensor face returns the image-level class probabilities as a numpy array: one download",
+    "present": "present= given: its class indices go up to build the keep mask (the caller's host data)",
+}
+
 
 class PGSegSegmenter:
     """PGSeg (GroupViT + NPR) on a GroupViT checkpoint. Not thread-safe: one caller at a time."""
@@ -110,7 +119,7 @@ class PGSegSegmenter:
         if present is None:
             return None
         keep = torch.zeros(len(self._names), dtype=torch.bool, device=self.device)
-        keep[present] = True
+        keep[present] = True                                    # host sync: present
         return keep
 
     def _start(self, presents, count: int) -> list:
@@ -152,7 +161,8 @@ class PGSegSegmenter:
         d = self.decode_windows(x, present)
         watch.lap("vision")
         windows, index, scores, image = d["windows"], d["group_index"], d["scores"], d["image"]
-        kept = torch.nonzero(d["kept"].any(dim=0))[:, 0].tolist()     # host sync: which classes compete
+        channels = torch.nonzero(d["kept"].any(dim=0))[:, 0]            # host sync: kept_classes
+        kept = channels.tolist()
         presence = image.mean(dim=0)
         if not kept:            # forced to nothing (present=[]): all background, as PnP-OVSS answers
             zeros = torch.zeros((0, *out_hw), device=self.device)
@@ -162,14 +172,15 @@ class PGSegSegmenter:
                         empty=True)
         bg = cfg.background_threshold if cfg.background == "threshold" else None
         # the others score 0 everywhere (Q is 0 outside the kept set): only the kept channels are resized
-        channels = torch.tensor(kept, dtype=torch.long, device=self.device)
         logits = inference.window_scores(index, scores.index_select(-1, channels), bg)
         raw = inference.stitch(windows, logits, h, w)
         watch.lap("scores")
         full = F.interpolate(raw[None], size=out_hw, mode="bilinear", align_corners=False)[0]
         best = full.max(dim=0).indices           # not argmax(dim=0): 10-20x slower on CPU, same first-max rule
-        ids = torch.tensor(([0] if bg is not None else []) + [k + 1 for k in kept], device=self.device)
-        labels = ids[best] if len(ids) else torch.zeros(out_hw, dtype=torch.long, device=self.device)
+        ids = channels + 1                       # label ids, made on the device (no upload)
+        if bg is not None:
+            ids = torch.cat([ids.new_zeros(1), ids])
+        labels = ids[best]
         watch.lap("upsample")
         offset = 1 if bg is not None else 0
         return dict(labels=labels, kept=kept, presence=presence, full=full, raw=raw, offset=offset,
@@ -274,7 +285,8 @@ class PGSegSegmenter:
         watch.lap("preprocess")
         outs = self._run(inputs, forced, want, watch)
         label_dtype = torch.uint8 if len(self._names) <= 254 else torch.int32
-        results = [TensorResult(o["labels"].to(label_dtype), self._names, o["presence"].float().cpu().numpy(),
+        results = [TensorResult(o["labels"].to(label_dtype), self._names,
+                                o["presence"].float().cpu().numpy(),                # host sync: presence
                                 o["kept"], o["confidence"], o["class_maps"], o["raw_maps"]) for o in outs]
         timings = watch.finish()
         for r in results:
