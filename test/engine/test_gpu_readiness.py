@@ -7,7 +7,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from ovss_ros import postprocess, profiling, segmenter_common
 from ovss_ros import segmenter as segmenter_module
-from ovss_ros.config import auto_half_dtype, check_vision_dtype, make_config, vision_autocast_dtype
+from ovss_ros.config import auto_half_dtype, check_vision_dtype, vision_autocast_dtype
 from ovss_ros.pgseg import segmenter as pgseg_module
 from ovss_ros.segmenter import Segmenter, Stopwatch
 
