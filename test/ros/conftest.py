@@ -161,9 +161,26 @@ def _ros_value(value) -> str:
     return str(value)
 
 
+# Node processes of the test module running now: each is stopped when its module ends (about 0.45 GB
+# each; kept for the whole session, the ~50 nodes of a run exhausted the machine's memory).
+_MODULE_NODES: list = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_the_modules_nodes():
+    """Set up before, and torn down after, every module-scoped fixture of the module that may start nodes."""
+    started: list = []
+    _MODULE_NODES.append(started)
+    yield
+    _MODULE_NODES.remove(started)
+    for p in started:
+        p.stop()
+
+
 @pytest.fixture(scope="session")
 def start_node(tmp_path_factory, tiny_model_dir):
-    """start_node(namespace, **params) -> NodeProcess (tiny model, CPU); all stopped at session end."""
+    """start_node(namespace, **params) -> NodeProcess (tiny model, CPU); stopped when the test module that
+    started it ends (at session end at the latest)."""
     procs = []
 
     def start(namespace: str, extra_args=(), program=("-m", "ovss_ros.ros.node"), **params) -> NodeProcess:
@@ -171,6 +188,8 @@ def start_node(tmp_path_factory, tiny_model_dir):
         log = tmp_path_factory.mktemp("node_logs") / f"{namespace.strip('/') or 'root'}.log"
         proc = NodeProcess(log, {**base, **params}, namespace, extra_args=extra_args, program=program)
         procs.append(proc)
+        if _MODULE_NODES:
+            _MODULE_NODES[-1].append(proc)
         return proc
 
     yield start
