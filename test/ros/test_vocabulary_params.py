@@ -1,7 +1,5 @@
-"""Vocabulary text parsing, the single vocabulary path's versioning, and the parameter table."""
-import re
-from pathlib import Path
-
+"""Vocabulary text parsing, the single vocabulary path's versioning, and the ROS form of every engine field
+(the docs' parameter table: test_param_table.py)."""
 import pytest
 
 from ovss_ros.config import SegmenterConfig, make_config
@@ -9,9 +7,6 @@ from ovss_ros.prompts import VocabularyError
 from ovss_ros.ros import params
 from ovss_ros.ros.engine_state import EngineState
 from ovss_ros.ros.vocabulary import VocabularyTextError, parse_vocabulary_text, vocabulary_names
-
-ROOT = Path(__file__).resolve().parents[2]
-DOCS = [ROOT / "docs" / "ros_node.md", ROOT / "README.md"]
 
 
 @pytest.mark.parametrize("text,names", [
@@ -91,12 +86,3 @@ def test_ros_values_round_trip_every_engine_field_of_every_preset():
         back = {k: params.ros_to_engine(k, v) for k, v in ros.items()}
         assert make_config(preset, **back) == cfg
         assert all(type(v) in (bool, int, float, str) for v in ros.values())   # all ROS-typed
-
-
-@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
-def test_docs_list_every_parameter_with_its_default(doc):
-    text = doc.read_text()
-    for spec in params.all_specs("realtime"):
-        row = re.search(rf"^\| `{re.escape(spec.name)}` \| ([^|]*) \|", text, re.M)
-        assert row, f"{spec.name} missing from {doc.name}"
-    assert params.markdown_table("realtime") in text, "docs table out of date: regenerate with markdown_table()"
