@@ -6,9 +6,20 @@ fail inside the engine; totals stay in the values."""
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Protocol
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+from .parts import Counters
+
+
+class CameraSources(Protocol):
+    """What the camera statuses need of the subscriptions (CameraInputs)."""
+    def topics(self) -> dict: ...
+
+    def reliability(self) -> dict: ...
+
+    def silence_message(self, camera: str, now: float) -> str: ...
 
 
 def _kv(key: str, value) -> KeyValue:
@@ -84,6 +95,36 @@ def camera_values(cam: str, st, frames, topic: str, reliability: str, overlays, 
     values["published.overlay"] = overlays.published.get(cam, 0) if overlays else 0
     values["overlay_dropped"] = overlays.dropped.get(cam, 0) if overlays else 0
     return values
+
+
+def vocabulary_values(engine) -> dict:
+    """The vocabulary in use and its version, and the text preparations so far (engine: EngineState or None)."""
+    return {"vocabulary_version": engine.version if engine else 0,
+            "vocabulary": ", ".join(engine.names) if engine else "",
+            "text_preparations": engine.preparations if engine else 0}
+
+
+def batch_values(pipeline) -> dict:
+    """What the last engine pass was asked for, and how many frames it took (pipeline: FramePipeline or
+    None while unconfigured)."""
+    if pipeline is None:
+        return {}
+    return {"engine_outputs": "+".join(pipeline.engine_outputs), "batches": pipeline.batches,
+            "last_batch": pipeline.last_batch, "max_batch": pipeline.max_batch}
+
+
+def camera_statuses(name: str, counters: Counters, frames, inputs: CameraSources, overlays, window: float,
+                    activated_at: Optional[float], now: float) -> list:
+    """One status per configured camera. activated_at: monotonic time of activation, None while inactive."""
+    topics, reliability = inputs.topics(), inputs.reliability()
+    statuses = []
+    for cam, st in list(counters.cameras.items()):
+        values = camera_values(cam, st, frames, topics.get(cam, ""), reliability.get(cam, ""), overlays, now)
+        since = st.last_received or activated_at
+        silent = now - since if (activated_at is not None and since is not None) else None
+        statuses.append(camera_status(name, cam, values, window, silent, st.failed.last_reason,
+                                      inputs.silence_message(cam, now)))
+    return statuses
 
 
 def build(stamp, statuses: list) -> DiagnosticArray:

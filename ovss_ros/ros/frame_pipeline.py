@@ -7,62 +7,24 @@ each is computed only while its topic has a subscriber and its publish_* paramet
 asked only for the maps someone will receive (the union over the cameras of a batch)."""
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
-from ovss_ros.image_io import ImageError
-from ovss_ros.prompts import VocabularyError
+from ovss_ros.engine.image_io import ImageError
+from ovss_ros.engine.vocabulary import VocabularyError
 
 from . import outputs
 from .batching import segment_each
 from .image_codec import BadFrame, compressed_to_rgb, image_to_rgb
 from .output_size import aspect_changes, resize_result, target_size
-from .overlay_thread import OverlayJob
-from .stats import CameraStats, StageLatency
+from .overlay_thread import OverlayJob, OverlayPublisher
+from .parts import CameraOutputs, Counters, FrameEngine, OutputSizes, Publishers, Runtime
+from .stats import CameraStats
 from .worker import Frame
 
 # output topic -> the engine output it needs (labels are always computed)
 ENGINE_OUTPUT = {"confidence": "confidence", "masks": "class_maps"}
-
-
-@dataclass
-class CameraOutputs:
-    """The publishers of one camera (None where that output does not exist on this machine)."""
-    labels: Any
-    confidence: Any
-    overlay: Any
-    masks: Any
-    class_map: Any
-    label_info: Optional[Any] = None
-
-
-class PublishGate:
-    """Publishing happens only while the gate is open. Closing waits for a publish in progress, so
-    publishers are never destroyed under it, and nothing is published once the node is going away."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.open = True
-
-    def __enter__(self) -> bool:
-        self._lock.acquire()
-        return self.open
-
-    def __exit__(self, *exc) -> None:
-        self._lock.release()
-
-    def reopen(self) -> None:
-        with self._lock:
-            self.open = True
-
-    def close(self, timeout: float = 1.0) -> None:
-        if self._lock.acquire(timeout=timeout):
-            self.open = False
-            self._lock.release()
-        else:   # a publish is stuck: still refuse every later one
-            self.open = False
 
 
 def stamp_seconds(stamp) -> float:
@@ -90,32 +52,30 @@ class _Ready:
 
 
 class FramePipeline:
-    """Turns frames into outputs. The node hands in everything through small callables so this file
-    knows nothing about lifecycle or parameters."""
+    """Turns frames into outputs. It knows nothing about lifecycle or parameters: the node hands in the
+    engine of this configuration, the publishers, the runtime settings, log and clock, the counters, and
+    optionally the overlay thread (None: overlays drawn here) and output_size_from's sizes."""
 
-    def __init__(self, engine, stats: dict, latency: StageLatency, outputs_of: Callable[[str], CameraOutputs],
-                 settings: Callable[[], dict], now: Callable[[], float], warn_once: Callable[[tuple, str], None],
-                 gate: PublishGate, overlays=None,
-                 followed_size: Callable[[str], Optional[tuple]] = lambda cam: None):
-        self.engine = engine                 # the node's EngineState (lock, segmenter, vocabulary, version)
-        self.stats = stats                   # camera -> CameraStats
-        self.latency = latency
-        self.outputs_of = outputs_of
-        self.settings = settings             # current values of the runtime parameters
-        self.now = now                       # node clock, seconds (sim time aware)
-        self.warn_once = warn_once
-        self.gate = gate
-        self.overlays = overlays             # OverlayPublisher, or None: overlays drawn here
-        self.followed_size = followed_size   # camera -> (width, height) from output_size_from, or None
+    def __init__(self, engine: FrameEngine, publishers: Publishers, runtime: Runtime, counters: Counters,
+                 overlays: Optional[OverlayPublisher] = None, sizes: Optional[OutputSizes] = None) -> None:
+        self.engine = engine
+        self.publishers = publishers
+        self.runtime = runtime
+        self.counters = counters
+        self.overlays = overlays
+        self.sizes = sizes
         self.engine_outputs: tuple = ()      # what the engine was asked for last (diagnostics, tests)
         self.batches = 0
         self.last_batch = 0
         self.max_batch = 0
 
+    def _warn_once(self, key: tuple, text: str) -> None:
+        self.runtime.log.warn_once(key, text)
+
     def _stale(self, cam: str, st: CameraStats, stamp: float, s: dict) -> bool:
         if s["max_frame_age"] <= 0 or stamp <= 0:
             return False
-        age = self.now() - stamp
+        age = self.runtime.now() - stamp
         if age > s["max_frame_age"]:
             reason = f"older than max_frame_age={s['max_frame_age']} s"
         elif -age > s["future_stamp_tolerance"]:
@@ -123,18 +83,18 @@ class FramePipeline:
         else:
             return False
         st.stale.add(reason)
-        self.warn_once((cam, "stale", reason), f"camera '{cam}': skipping frames {reason} (this one: "
+        self._warn_once((cam, "stale", reason), f"camera '{cam}': skipping frames {reason} (this one: "
                        f"{age:+.3f} s old by the node clock); counted as stale")
         return True
 
     def _bad(self, cam: str, st: CameraStats, exc: BaseException, what: str) -> None:
         st.bad.add(str(exc))
-        self.warn_once((cam, "bad", str(exc)), f"camera '{cam}': skipping {what}: {exc}")
+        self._warn_once((cam, "bad", str(exc)), f"camera '{cam}': skipping {what}: {exc}")
 
     def _prepare(self, frame: Frame, s: dict) -> Optional[_Ready]:
         """Age check and decode of one frame; None if it is skipped (counted and logged once)."""
         cam = frame.camera
-        st: CameraStats = self.stats.setdefault(cam, CameraStats())
+        st: CameraStats = self.counters.camera(cam)
         stamp = stamp_seconds(frame.msg.header.stamp)
         if self._stale(cam, st, stamp, s):
             return None
@@ -150,7 +110,7 @@ class FramePipeline:
     def __call__(self, frames) -> None:
         if isinstance(frames, Frame):
             frames = [frames]
-        s = self.settings()
+        s = self.runtime.settings.values
         taken = time.monotonic()
         ready = [r for r in (self._prepare(f, s) for f in frames) if r is not None]
         if not ready:
@@ -163,7 +123,7 @@ class FramePipeline:
             if not self.engine.version:
                 for r in ready:
                     r.stats.no_vocabulary += 1
-                self.warn_once(("no_vocabulary",), "no vocabulary yet: frames are skipped until one arrives on "
+                self._warn_once(("no_vocabulary",), "no vocabulary yet: frames are skipped until one arrives on "
                                "the `vocabulary` topic, parameter or `set_vocabulary` service")
                 return
             version = self.engine.version
@@ -185,22 +145,22 @@ class FramePipeline:
             elif isinstance(res, Exception):   # a well-formed frame failed: count it, keep serving
                 reason = f"{type(res).__name__}: {res}"
                 r.stats.failed.add(reason)
-                self.warn_once((cam, "failed", reason), f"camera '{cam}': segmentation failed, frame skipped: "
+                self._warn_once((cam, "failed", reason), f"camera '{cam}': segmentation failed, frame skipped: "
                                f"{reason}")
             elif not self._publish(r, res, version, wanted[cam], s, {"engine": t_engine,
                                                                       "wait": taken - r.frame.received}):
                 return   # the node is going away: abandon the batch
 
     def _wanted(self, cam: str, s: dict) -> dict:
-        pubs = self.outputs_of(cam)
+        pubs = self.publishers.of(cam)
         return wanted_outputs(pubs, s) if pubs is not None else {}
 
     def _resized(self, cam: str, result, s: dict):
         """The result at the output size (output_size, else output_size_from's latest), or as it is."""
-        size = target_size(s.get("output_size", (0, 0)), self.followed_size(cam))
+        size = target_size(s.get("output_size", (0, 0)), self.sizes.size(cam) if self.sizes is not None else None)
         hw = result.labels.shape
         if size is not None and aspect_changes(hw, size):
-            self.warn_once((cam, "aspect", size), f"camera '{cam}': outputs resized from {hw[1]} x {hw[0]} to "
+            self._warn_once((cam, "aspect", size), f"camera '{cam}': outputs resized from {hw[1]} x {hw[0]} to "
                            f"{size[0]} x {size[1]} are stretched (another aspect ratio): the target should "
                            "cover the camera's field of view, as a depth image registered to it does")
         return resize_result(result, size)
@@ -209,7 +169,7 @@ class FramePipeline:
         """Encode and publish one frame's outputs (the overlay is handed to its thread); False if the gate
         is closed."""
         cam, header = r.frame.camera, r.frame.msg.header
-        pubs = self.outputs_of(cam)
+        pubs = self.publishers.of(cam)
         t0 = time.perf_counter()
         msgs = []   # (kind, publisher, message)
         if pubs is None:
@@ -234,7 +194,7 @@ class FramePipeline:
                 r.rgb, result.labels, result.class_names, header, s["overlay_alpha"])))
             overlay = None
         t1 = time.perf_counter()
-        with self.gate as open_:
+        with self.publishers.gate as open_:
             if not open_:
                 return False
             for kind, pub, msg in msgs:
@@ -247,9 +207,18 @@ class FramePipeline:
         st.processed += 1
         st.output_rate.tick()
         if r.stamp > 0:
-            st.last_age = self.now() - r.stamp
+            st.last_age = self.runtime.now() - r.stamp
         total = time.monotonic() - r.frame.received
         # node_overhead: what the node adds to the engine pass between receiving a frame and publishing it
-        self.latency.add({**result.timings, **times, "decode": r.decode, "encode": t1 - t0, "publish": t2 - t1,
+        self.counters.latency.add({**result.timings, **times, "decode": r.decode, "encode": t1 - t0, "publish": t2 - t1,
                           "receive_to_publish": total, "node_overhead": total - times["engine"]})
         return True
+
+    def on_error(self, batch: list, exc: BaseException) -> None:
+        """What the worker calls when a batch raised past the per-frame handling: counted and logged once."""
+        for frame in batch:
+            st = self.counters.cameras.get(frame.camera)
+            if st is not None:
+                st.failed.add(f"{type(exc).__name__}: {exc}")
+            self._warn_once((frame.camera, "error", type(exc).__name__),
+                            f"camera '{frame.camera}': frame failed and was skipped: {type(exc).__name__}: {exc}")

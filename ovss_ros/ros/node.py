@@ -24,23 +24,22 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos_overriding_options import InvalidQosOverridesError, QoSOverridingOptions
+from rclpy.qos_overriding_options import InvalidQosOverridesError
 from rclpy.task import Future
-from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
-from ovss_ros.msg import ClassMap, SegmentationMasks
 from ovss_ros.srv import SetVocabulary
 
 from . import diagnostics, outputs, qos
-from .camera_inputs import CameraInputs, topic
-from .frame_pipeline import CameraOutputs, FramePipeline, PublishGate
+from .camera_inputs import CameraInputs
+from .frame_pipeline import FramePipeline
 from .output_size import SizeFollower, conflict as output_size_conflict
 from .overlay_thread import OverlayPublisher
 from .process_exit import EXECUTOR_WAIT, ExitDeadline, end_process
 from .node_params import ParameterHandling, StartupError, add_post_set_callback, declare_all
 from .knobs import KNOBS, load_help
-from .stats import CameraStats, StageLatency
+from .parts import CameraOutputs, Counters, EngineSlot, NodeLog, NodeVocabularyParameter, Publishers, Runtime, Settings
+from .stats import CameraStats
 from .vocabulary_path import SERVICE_QOS, VocabularyPath
 from .worker import Frame, LatestFrames, Worker
 
@@ -56,14 +55,18 @@ class OvssNode(ParameterHandling, LifecycleNode):
     def __init__(self, node_name: str = "ovss_node", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
         self._specs = declare_all(self)
-        self._vocabulary = VocabularyPath(self)
-        self._warned: set = set()
-        self._warn_lock = threading.Lock()
+        # the parts' collaborators: built once, filled by configure and emptied by cleanup
+        self.log = NodeLog(self.get_logger())
+        self.settings = Settings(self._read_settings())
+        self.runtime = Runtime(self.settings, self.log, self.get_clock())
+        self.engine_slot = EngineSlot()         # EngineState from configure to cleanup
+        self.output_publishers = Publishers()
+        self.output_publishers.gate.close()   # opened by activate with the class maps (VocabularyPath)
+        self.counters = Counters()
+        self._vocabulary = VocabularyPath(self.engine_slot, self.output_publishers, self.runtime,
+                                          NodeVocabularyParameter(self))
         self._group = ReentrantCallbackGroup()
-        self.engine = None                      # EngineState from configure to cleanup
         self.error: Optional[str] = None        # why the last transition failed, or a duplicate name
-        self.camera_outputs: dict = {}
-        self._camera_stats: dict = {}
         self._inputs = CameraInputs(self, self._on_frame, self._group)
         self._follow = SizeFollower(self, self._group)   # output_size_from
         self._io: list = []                     # configure-time entities: vocabulary subs, service
@@ -71,12 +74,8 @@ class OvssNode(ParameterHandling, LifecycleNode):
         self._worker: Optional[Worker] = None
         self._overlays: Optional[OverlayPublisher] = None
         self._pipeline: Optional[FramePipeline] = None
-        self.gate = PublishGate()
-        self.gate.close()   # opened by activate together with the class maps (VocabularyPath.publish_class_maps)
-        self._latency = StageLatency()
         self._activated_at: Optional[float] = None
         self._torch_threads = torch.get_num_threads()   # as the worker thread sees it, once it runs
-        self.settings = self._read_settings()
         self.finished = Future()                # done when the process should end (shutdown transition)
         self._started_at = time.monotonic()
         self._twin_timer = None
@@ -99,17 +98,12 @@ class OvssNode(ParameterHandling, LifecycleNode):
         """rclpy's own state label: unconfigured, inactive, active, finalized, or a transition's."""
         return self._state_machine.current_state[1]
 
-    def warn_once(self, key: tuple, text: str) -> None:
-        with self._warn_lock:
-            if key in self._warned:
-                return
-            if len(self._warned) > 1000:   # distinct reasons (e.g. vocabulary texts) must not grow memory
-                self._warned.clear()
-            self._warned.add(key)
-        self.get_logger().warning(text)
+    @property
+    def engine(self):
+        return self.engine_slot.engine
 
-    def _now(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+    def warn_once(self, key: tuple, text: str) -> None:
+        self.log.warn_once(key, text)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _guarded(self, name: str, body) -> TransitionCallbackReturn:
@@ -129,7 +123,7 @@ class OvssNode(ParameterHandling, LifecycleNode):
         return result
 
     def _configure(self) -> TransitionCallbackReturn:
-        from ovss_ros.model_loading import ModelLoadError
+        from ovss_ros.engine.loading import ModelLoadError
 
         from .engine_state import EngineState
 
@@ -140,7 +134,7 @@ class OvssNode(ParameterHandling, LifecycleNode):
         method = self.p("method")
         try:   # the method's checker: a checkpoint of the other kind is one error naming both
             checker = KNOBS[method].checker(self.p("model"), self.p("local_files_only") or None, self.p("dtype"))
-            self.engine = EngineState(checker, self.unconfigured_config())
+            self.engine_slot.engine = EngineState(checker, self.unconfigured_config())
         except (ModelLoadError, OSError) as exc:
             return self._fail(f"{str(exc).rstrip('. ')}. {load_help(method)}")
         except ValueError as exc:
@@ -149,20 +143,19 @@ class OvssNode(ParameterHandling, LifecycleNode):
         if outputs.LABEL_INFO_MISSING:
             self.warn_once(("vision_msgs",), outputs.LABEL_INFO_MISSING)
         self.frames = LatestFrames()
-        self._overlays = OverlayPublisher(self.gate, self.camera_outputs.get, self._latency, self._on_overlay_error)
-        self._pipeline = FramePipeline(self.engine, self._camera_stats, self._latency, self.camera_outputs.get,
-                                       lambda: self.settings, self._now, self.warn_once, self.gate, self._overlays,
-                                       self._follow.size)
-        self._worker = Worker(self.frames, self._pipeline, self._on_worker_error, setup=self._worker_setup)
+        self._overlays = OverlayPublisher(self.output_publishers, self.counters.latency, self.log)
+        self._pipeline = FramePipeline(self.engine, self.output_publishers, self.runtime, self.counters, self._overlays,
+                                       self._follow)
+        self._worker = Worker(self.frames, self._pipeline, self._pipeline.on_error, setup=self._worker_setup)
         self._worker.start()
         self._overlays.start()
         for cam in self.p("cameras"):
             try:   # rclpy reads the qos_overrides.<topic>.publisher.* parameters here, and refuses bad ones
-                self.camera_outputs[cam] = self._create_outputs(cam)
+                self.output_publishers.cameras[cam] = self._create_outputs(cam)
             except (InvalidQosOverridesError, RuntimeError) as exc:
                 return self._fail(f"parameter refused: qos_overrides for camera {cam!r}: {exc}")
-            self._camera_stats[cam] = CameraStats(self.p("diagnostics_window"))
-        self._vocabulary.start()
+            self.counters.cameras[cam] = CameraStats(self.p("diagnostics_window"))
+        self._vocabulary.start(self.frames)
         # The vocabulary topic: transient local catches a vocabulary published before we started; the volatile
         # twin also hears plain `ros2 topic pub` publishers (a transient-local reader ignores volatile writers).
         # Their callbacks and the service's only record requests, numbered in the order the executor took them
@@ -182,19 +175,7 @@ class OvssNode(ParameterHandling, LifecycleNode):
         return FAILURE
 
     def _create_outputs(self, cam: str) -> CameraOutputs:
-        def pub(kind, name, profile=None):   # qos_overrides.<topic>.publisher.{reliability,depth,history}
-            return self.create_lifecycle_publisher(kind, topic(cam, name), profile or qos.outputs(),
-                                                   qos_overriding_options=QoSOverridingOptions.with_default_policies())
-
-        return CameraOutputs(labels=pub(Image, "segmentation/labels"),
-                             confidence=pub(Image, "segmentation/confidence"),
-                             overlay=pub(Image, "segmentation/overlay"),
-                             masks=pub(SegmentationMasks, "segmentation/masks"),
-                             class_map=self.create_lifecycle_publisher(ClassMap, topic(cam, "segmentation/class_map"),
-                                                                       qos.latched()),
-                             label_info=(self.create_lifecycle_publisher(
-                                 outputs.LabelInfo, topic(cam, "segmentation/label_info"), qos.latched())
-                                 if outputs.LabelInfo is not None else None))
+        return outputs.create_camera_outputs(self.create_lifecycle_publisher, cam)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         result = self._guarded("activate", self._activate)
@@ -205,8 +186,8 @@ class OvssNode(ParameterHandling, LifecycleNode):
         return result
 
     def _activate(self) -> TransitionCallbackReturn:
-        from ovss_ros.model_loading import ModelLoadError
-        from ovss_ros.segmenter import Segmenter
+        from ovss_ros.engine.loading import ModelLoadError
+        from ovss_ros.engine.segmenter import Segmenter
 
         method = self.p("method")
         if self.engine.segmenter is None:
@@ -236,7 +217,7 @@ class OvssNode(ParameterHandling, LifecycleNode):
             self.frames.clear()
         if self._overlays is not None:
             self._overlays.clear()
-        self.gate.close()
+        self.output_publishers.gate.close()
         self.engine.release()   # waits for a frame in progress, then frees the (GPU) memory
         return super().on_deactivate(state)
 
@@ -255,7 +236,7 @@ class OvssNode(ParameterHandling, LifecycleNode):
         self._inputs.close()
         self._follow.close()
         self._activated_at = None
-        self.gate.close(1.0 if wait else 0.0)   # exiting: a publish under way finishes alone, none starts
+        self.output_publishers.gate.close(1.0 if wait else 0.0)   # exiting: a publish under way ends, none starts
         self._vocabulary.stop()   # answers a pending request; one with the worker ends when it stops
         if self._worker is not None:
             self._worker.stop(10.0 if wait else 0.0)   # exiting: a frame still running is abandoned, not joined
@@ -267,23 +248,23 @@ class OvssNode(ParameterHandling, LifecycleNode):
         if self.engine is not None:
             if wait:   # when the process is ending, freeing the model only delays the exit
                 self.engine.release()
-            self.engine = None
+            self.engine_slot.engine = None
         self.frames = None
         for kind, ent in self._io:
             getattr(self, f"destroy_{kind}")(ent)
         self._io = []
-        for outs in self.camera_outputs.values():
+        for outs in self.output_publishers.all():
             for pub in vars(outs).values():
                 if pub is not None:
                     self.destroy_lifecycle_publisher(pub)
-        self.camera_outputs.clear()
-        self._camera_stats.clear()   # a later configure may name other cameras: /diagnostics lists only those
+        self.output_publishers.cameras.clear()
+        self.counters.cameras.clear()   # a later configure may name other cameras: /diagnostics lists only those
         if wait:
             release_free_memory()   # what the worker and overlay threads' arenas held (process_tuning)
 
     # -- inputs ---------------------------------------------------------------------------------
     def _on_frame(self, camera: str, msg) -> None:
-        frames, st = self.frames, self._camera_stats.get(camera)
+        frames, st = self.frames, self.counters.cameras.get(camera)
         if frames is None or st is None:
             return
         st.input_rate.tick()
@@ -295,18 +276,6 @@ class OvssNode(ParameterHandling, LifecycleNode):
         if self.p("torch_threads") > 0:
             torch.set_num_threads(self.p("torch_threads"))
         self._torch_threads = torch.get_num_threads()
-
-    def _on_worker_error(self, batch: list, exc: BaseException) -> None:
-        for frame in batch:
-            st = self._camera_stats.get(frame.camera)
-            if st is not None:
-                st.failed.add(f"{type(exc).__name__}: {exc}")
-            self.warn_once((frame.camera, "error", type(exc).__name__),
-                           f"camera '{frame.camera}': frame failed and was skipped: {type(exc).__name__}: {exc}")
-
-    def _on_overlay_error(self, camera: str, exc: BaseException) -> None:
-        self.warn_once((camera, "overlay", type(exc).__name__),
-                       f"camera '{camera}': overlay not published: {type(exc).__name__}: {exc}")
 
     # -- diagnostics ----------------------------------------------------------------------------
     def _duplicates(self) -> int:
@@ -370,30 +339,16 @@ class OvssNode(ParameterHandling, LifecycleNode):
 
     def _publish_diagnostics(self) -> None:
         self._check_duplicate_name()
-        engine, frames, state = self.engine, self.frames, self.lifecycle_state()
+        engine = self.engine
         seg = engine.segmenter if engine is not None else None
-        info = {"device": str(seg.device) if seg is not None else "released", "model": self.settings["model"],
-                "method": self.p("method"), "preset": self.p("preset"),
-                "vocabulary_version": engine.version if engine else 0,
-                "vocabulary": ", ".join(engine.names) if engine else "",
-                "text_preparations": engine.preparations if engine else 0,
+        info = {"device": str(seg.device) if seg is not None else "released", "model": self.settings.values["model"],
+                "method": self.p("method"), "preset": self.p("preset"), **diagnostics.vocabulary_values(engine),
                 "duplicate_frames": self._inputs.duplicates, "torch_threads": self._torch_threads,
-                "error": self.error}
-        pipeline = self._pipeline
-        if pipeline is not None:   # what the last engine pass was asked for, and how many frames it took
-            info.update(engine_outputs="+".join(pipeline.engine_outputs), batches=pipeline.batches,
-                        last_batch=pipeline.last_batch, max_batch=pipeline.max_batch)
+                "error": self.error, **diagnostics.batch_values(self._pipeline)}
         name = self.get_fully_qualified_name()
-        statuses = [diagnostics.engine_status(name, state, info, self._latency.summary())]
-        now = time.monotonic()
-        topics, reliability = self._inputs.topics(), self._inputs.reliability()
-        for cam, st in list(self._camera_stats.items()):
-            values = diagnostics.camera_values(cam, st, frames, topics.get(cam, ""), reliability.get(cam, ""),
-                                               self._overlays, now)
-            since = st.last_received or self._activated_at
-            silent = now - since if (self._activated_at is not None and since is not None) else None
-            statuses.append(diagnostics.camera_status(name, cam, values, self.p("diagnostics_window"), silent,
-                                                      st.failed.last_reason, self._inputs.silence_message(cam, now)))
+        statuses = [diagnostics.engine_status(name, self.lifecycle_state(), info, self.counters.latency.summary())]
+        statuses += diagnostics.camera_statuses(name, self.counters, self.frames, self._inputs, self._overlays,
+                                                self.p("diagnostics_window"), self._activated_at, time.monotonic())
         self._diag_pub.publish(diagnostics.build(self.get_clock().now().to_msg(), statuses))
 
     # -- process --------------------------------------------------------------------------------

@@ -185,8 +185,9 @@ class ParameterHandling:
                 return SetParametersResult(successful=False, reason=f"{label} parameter refused: {exc}")
             config = checked if which == method else config
         if vocabulary is not None:
-            try:
-                self._vocabulary.check(vocabulary, "parameter", config)
+            try:   # unconfigured, the limits of the settings from the parameters apply (no model yet)
+                self._vocabulary.check(vocabulary, "parameter",
+                                       config or (self.unconfigured_config() if self.engine is None else None))
             except ValueError as exc:
                 return SetParametersResult(successful=False, reason=f"vocabulary: {exc}")
         return SetParametersResult(successful=True)
@@ -197,7 +198,7 @@ class ParameterHandling:
         names = {p.name for p in params if p.name in self._specs}
         if not names:
             return
-        self.settings = self._read_settings()
+        self.settings.values = self._read_settings()
         if self.frames is None:
             return   # unconfigured: the values are read at configure
         prefix = KNOBS[self.p("method")].prefix   # the other method's knobs wait for a configure with it

@@ -5,11 +5,16 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import numpy as np
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from sensor_msgs.msg import Image
 
 from ovss_ros.msg import ClassInfo, ClassMap, SegmentationMasks
-from ovss_ros.visualize import class_color, overlay
+from ovss_ros.engine.visualize import class_color, overlay
 
+from . import qos
+from .camera_inputs import topic
 from .image_codec import array_to_image
+from .parts import CameraOutputs
 
 try:   # standard LabelInfo for Nav2's semantic segmentation layer; absent from the PyPI wheels
     from vision_msgs.msg import LabelInfo, VisionClass
@@ -87,3 +92,20 @@ def label_info_message(class_names: Sequence[str], header, threshold: float = 0.
     msg.class_map = [VisionClass(class_id=0, class_name="background")] + [
         VisionClass(class_id=k, class_name=n) for k, n in enumerate(class_names, start=1)]
     return msg
+
+
+def create_camera_outputs(create_publisher, cam: str) -> CameraOutputs:
+    """The output topics of one camera: create_publisher is the node's create_lifecycle_publisher. Images and
+    masks take qos_overrides.<topic>.publisher.{reliability,depth,history}; the class map and LabelInfo are
+    latched (a late subscriber gets the vocabulary in use)."""
+    def pub(kind, name, profile=None):
+        return create_publisher(kind, topic(cam, name), profile or qos.outputs(),
+                                qos_overriding_options=QoSOverridingOptions.with_default_policies())
+
+    return CameraOutputs(labels=pub(Image, "segmentation/labels"),
+                         confidence=pub(Image, "segmentation/confidence"),
+                         overlay=pub(Image, "segmentation/overlay"),
+                         masks=pub(SegmentationMasks, "segmentation/masks"),
+                         class_map=create_publisher(ClassMap, topic(cam, "segmentation/class_map"), qos.latched()),
+                         label_info=(create_publisher(LabelInfo, topic(cam, "segmentation/label_info"), qos.latched())
+                                     if LabelInfo is not None else None))

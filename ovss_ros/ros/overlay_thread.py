@@ -2,17 +2,20 @@
 blending and encoding a picture for rviz.
 
 Bounded like the frame hand-off: one pending overlay per camera; a newer one replaces it and the older is
-counted as dropped. Publishing goes through the node's PublishGate, and each job carries the generation it
-was submitted in: clear() (deactivate) moves to a new generation, so an overlay drawn from a frame taken
-before a deactivate is never published after the next activate."""
+counted as dropped. Publishing goes through the gate of the Publishers it is given, and each job carries the
+generation it was submitted in: clear() (deactivate) moves to a new generation, so an overlay drawn from a
+frame taken before a deactivate is never published after the next activate. A failing overlay is logged once
+per camera and exception type."""
 from __future__ import annotations
 
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Optional
 
 from . import outputs
+from .parts import Log, Publishers
+from .stats import StageLatency
 
 
 @dataclass
@@ -28,10 +31,9 @@ class OverlayJob:
 
 
 class OverlayPublisher:
-    def __init__(self, gate, outputs_of: Callable[[str], Any], latency=None,
-                 on_error: Callable[[str, BaseException], None] = lambda cam, exc: None,
+    def __init__(self, publishers: Publishers, latency: Optional[StageLatency] = None, log: Optional[Log] = None,
                  name: str = "ovss-overlay") -> None:
-        self.gate, self.outputs_of, self.latency, self.on_error = gate, outputs_of, latency, on_error
+        self.publishers, self.latency, self.log = publishers, latency, log
         self._cond = threading.Condition()
         self._pending: dict = {}
         self._generation = 0
@@ -84,7 +86,9 @@ class OverlayPublisher:
             try:
                 self._draw_and_publish(job)
             except Exception as exc:   # noqa: BLE001 - one overlay failing must not end the thread
-                self.on_error(job.camera, exc)
+                if self.log is not None:
+                    self.log.warn_once((job.camera, "overlay", type(exc).__name__),
+                                       f"camera '{job.camera}': overlay not published: {type(exc).__name__}: {exc}")
             finally:
                 with self._cond:
                     self.busy = False
@@ -93,8 +97,8 @@ class OverlayPublisher:
         t0 = time.perf_counter()
         msg = outputs.overlay_image(job.rgb, job.labels, job.class_names, job.header, job.alpha)
         t1 = time.perf_counter()
-        with self.gate as open_:
-            pubs = self.outputs_of(job.camera)
+        with self.publishers.gate as open_:
+            pubs = self.publishers.of(job.camera)
             if not open_ or pubs is None or job.generation != self._generation:
                 return
             pubs.overlay.publish(msg)

@@ -15,16 +15,16 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 
 from ovss_ros.msg import ClassMap
-from ovss_ros.prompts import VocabularyError, normalize_vocabulary
+from ovss_ros.engine.vocabulary import VocabularyError, normalize_vocabulary
 
 from . import outputs
-from .vocabulary import parse_vocabulary_text, vocabulary_names
-from .worker import Change
+from .parts import EngineSlot, Publishers, Runtime, VocabularyParameter
+from .vocabulary import parse_vocabulary_text
+from .worker import Change, LatestFrames
 
 SERVICE_WAIT = 30.0         # longest a set_vocabulary call waits for its answer (a frame may hold the worker)
 # set_vocabulary's request queue: bursts of calls wait there instead of being dropped (rclpy's default is 10)
@@ -76,9 +76,9 @@ class Mailbox:
     """The newest pending request of one configuration, and the dispatcher thread that feeds it to the
     worker one at a time."""
 
-    def __init__(self, frames, apply, engine) -> None:
+    def __init__(self, frames: LatestFrames, apply, engine: EngineSlot) -> None:
         self._frames, self._apply = frames, apply   # apply(request) -> seconds it took (worker thread)
-        self._engine = engine                       # () -> the node's EngineState, for answers
+        self._engine = engine                       # the engine in use, for answers
         self._cond = threading.Condition()
         self._pending: Optional[Request] = None
         self._newest = 0                # highest number recorded so far
@@ -115,7 +115,7 @@ class Mailbox:
                     break
             if request.reply is None:   # the worker stopped first, or applying raised
                 reason = change.outcome if isinstance(change.outcome, Exception) else "the node is cleaning up"
-                request.answer(False, f"not applied: {reason}", self._engine())
+                request.answer(False, f"not applied: {reason}", self._engine.engine)
             took = change.outcome if isinstance(change.outcome, float) else 0.0
             with self._cond:
                 self._ready_at = time.monotonic() + max(MIN_GAP, took * (1 - TEXT_SHARE) / TEXT_SHARE)
@@ -130,8 +130,14 @@ class Mailbox:
 
 
 class VocabularyPath:
-    def __init__(self, node) -> None:
-        self.node = node
+    """Outlives configurations: the engine is read from its slot, the frames queue is given at start()."""
+
+    def __init__(self, engine: EngineSlot, publishers: Publishers, runtime: Runtime,
+                 parameter: VocabularyParameter) -> None:
+        self.engine = engine
+        self.publishers = publishers
+        self.runtime = runtime
+        self.parameter = parameter
         self._mirroring = threading.local()   # set while the vocabulary parameter is written to mirror the engine
         self._numbers = itertools.count(1)    # one order for every source
         self.group = TakeOrder(self._numbers)   # the topic's and the service's callbacks
@@ -144,26 +150,29 @@ class VocabularyPath:
 
     def check(self, names, source: str, config=None) -> tuple:
         """Checked names, or VocabularyError (logged once per distinct reason). The parameter's on-set
-        callback and configure use it; topic and service requests are checked when applied."""
+        callback and configure use it; topic and service requests are checked when applied. config: the
+        engine settings to check against (default: the engine's); required while unconfigured."""
         try:
             if not names:
                 raise VocabularyError("vocabulary is empty")
-            if self.node.engine is not None:
-                return self.node.engine.checker.check_vocabulary(list(names), config or self.node.engine.config)
-            cfg = config or self.node.unconfigured_config()   # unconfigured: the model is not known yet
-            return normalize_vocabulary(list(names), cfg.max_classes, cfg.max_class_name_length)
+            engine = self.engine.engine
+            if engine is not None:
+                return engine.checker.check_vocabulary(list(names), config or engine.config)
+            # unconfigured: the model is not known yet, only the settings' limits apply
+            return normalize_vocabulary(list(names), config.max_classes, config.max_class_name_length)
         except VocabularyError as exc:
             self._refused(source, exc)
             raise
 
     def _refused(self, source: str, exc: Exception) -> None:
-        self.node.warn_once(("vocabulary", source, str(exc)), f"vocabulary from {source} refused: {exc}")
+        self.runtime.log.warn_once(("vocabulary", source, str(exc)), f"vocabulary from {source} refused: {exc}")
 
     # -- recording: executor threads, O(1) ------------------------------------------------------
-    def start(self) -> None:
-        """Configure: open the path for this configuration and apply the `vocabulary` parameter."""
-        self._mailbox = Mailbox(self.node.frames, self._apply, lambda: self.node.engine)
-        names = vocabulary_names(self.node.p("vocabulary"))
+    def start(self, frames: LatestFrames) -> None:
+        """Configure: open the path for this configuration (its worker's queue) and apply the `vocabulary`
+        parameter."""
+        self._mailbox = Mailbox(frames, self._apply, self.engine)
+        names = self.parameter.names()
         if not names:
             return
         try:
@@ -175,14 +184,14 @@ class VocabularyPath:
         """Cleanup: a request still pending is answered unapplied; one with the worker ends with it."""
         mailbox, self._mailbox = self._mailbox, None
         if mailbox is not None:
-            mailbox.close(self.node.engine)
+            mailbox.close(self.engine.engine)
 
     def _record(self, request: Request) -> Request:
         mailbox = self._mailbox
         if mailbox is None:
-            request.answer(False, "the node is not configured", self.node.engine)
+            request.answer(False, "the node is not configured", self.engine.engine)
         else:
-            mailbox.record(request, self.node.engine)
+            mailbox.record(request, self.engine.engine)
         return request
 
     def _number(self) -> int:
@@ -200,14 +209,14 @@ class VocabularyPath:
         req = self._record(Request(self._number(), "service", names=tuple(request.classes)))
         if not req.answered.wait(SERVICE_WAIT):   # the worker is stuck in a frame: say so, keep the request
             req.answer(False, f"not applied within {SERVICE_WAIT:g} s (the worker is busy); still pending",
-                       self.node.engine)
+                       self.engine.engine)
         response.success, response.message, response.vocabulary_version, response.class_names = req.reply
         return response
 
     # -- applying: worker thread ----------------------------------------------------------------
     def _apply(self, request: Request) -> float:
         """The one place a vocabulary takes effect; returns the seconds it took."""
-        engine, t0 = self.node.engine, time.perf_counter()
+        engine, t0 = self.engine.engine, time.perf_counter()
         try:
             names = parse_vocabulary_text(request.text) if request.text is not None else request.names
             changed = engine.apply_vocabulary(names)
@@ -217,7 +226,7 @@ class VocabularyPath:
             self.mirror()
             return time.perf_counter() - t0
         if changed:
-            self.node.get_logger().info(f"vocabulary v{engine.version} from {request.source}: {list(engine.names)}")
+            self.runtime.log.info(f"vocabulary v{engine.version} from {request.source}: {list(engine.names)}")
             self.publish_class_maps()
         request.answer(True, f"vocabulary version {engine.version}: {len(engine.names)} classes" if changed
                        else "unchanged", engine)
@@ -226,12 +235,13 @@ class VocabularyPath:
 
     def mirror(self) -> None:
         """Keep `ros2 param get vocabulary` equal to the vocabulary in use, without re-applying it."""
-        names = list(self.node.engine.names) if self.node.engine is not None else []
-        if vocabulary_names(self.node.p("vocabulary")) == names:
+        engine = self.engine.engine
+        names = list(engine.names) if engine is not None else []
+        if self.parameter.names() == names:
             return
         self._mirroring.on = True
         try:
-            self.node.set_parameters([Parameter("vocabulary", Parameter.Type.STRING_ARRAY, names or [""])])
+            self.parameter.show(names)
         finally:
             self._mirroring.on = False
 
@@ -241,29 +251,29 @@ class VocabularyPath:
         hold of its lock, so no frame's outputs go out first (Nav2's layer needs LabelInfo before masks).
         Header: the node clock's time of publication, no frame_id (the map holds for all of a camera's
         images)."""
-        engine = self.node.engine
-        with self.node.gate as open_:
+        engine, gate, settings = self.engine.engine, self.publishers.gate, self.runtime.settings.values
+        with gate as open_:
             if reopen:
-                self.node.gate.open = True
+                gate.open = True
             elif not open_:
                 return   # inactive: published again on activate
             if engine is None or not engine.version:
                 return
             header = ClassMap().header
-            header.stamp = self.node.get_clock().now().to_msg()
-            threshold = self._published_threshold = self.node.settings["presence_threshold"]
-            for outs in list(self.node.camera_outputs.values()):
+            header.stamp = self.runtime.clock.now().to_msg()
+            threshold = self._published_threshold = settings["presence_threshold"]
+            for outs in self.publishers.all():
                 outs.class_map.publish(outputs.class_map_message(engine.names, engine.version, header, threshold,
-                                                                 self.node.settings["model"]))
+                                                                 settings["model"]))
                 if outs.label_info is not None:
                     outs.label_info.publish(outputs.label_info_message(engine.names, header, threshold))
 
     def apply_engine_settings(self) -> None:
         """Worker: new engine settings take effect; a changed threshold goes out in the class maps before any
         frame is segmented with it."""
-        engine = self.node.engine
+        engine = self.engine.engine
         if engine is None:
             return   # cleaned up meanwhile
         engine.apply_config()
-        if self.node.settings["presence_threshold"] != self._published_threshold:
+        if self.runtime.settings.values["presence_threshold"] != self._published_threshold:
             self.publish_class_maps()

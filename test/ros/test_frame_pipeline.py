@@ -8,11 +8,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from ovss_ros.image_io import ImageError
-from ovss_ros.result import SegmentationResult
+from ovss_ros.engine.image_io import ImageError
+from ovss_ros.engine.result import SegmentationResult
 from ovss_ros.ros import outputs
-from ovss_ros.ros.frame_pipeline import CameraOutputs, FramePipeline, PublishGate
+from rclpy.clock import Clock
+
+from ovss_ros.ros.frame_pipeline import FramePipeline
 from ovss_ros.ros.overlay_thread import OverlayJob, OverlayPublisher
+from ovss_ros.ros.parts import CameraOutputs, Counters, PublishGate, Publishers, Runtime, Settings
 from ovss_ros.ros.stats import StageLatency
 from ovss_ros.ros.worker import Frame
 from rostest_helpers import image_msg, scene, stamp, to_array, wait_until
@@ -34,8 +37,9 @@ class SpyEngine:
         labels = np.zeros((h, w), np.uint8)
         labels[:, : w // 2] = 1
         maps = np.stack([np.where(labels == 1, 0.9, 0.1)]).astype(np.float32)
-        return SegmentationResult(labels, NAMES, np.array([0.9, 0.1], np.float32), np.array([True, False]),
-                                  np.array([1]), class_maps=maps if "class_maps" in outputs else None,
+        return SegmentationResult(labels=labels, class_names=NAMES, class_ids=np.array([1]),
+                                  present=np.array([True, False]), presence=np.array([0.9, 0.1], np.float32),
+                                  presence_kind="itm_probability", class_maps=maps if "class_maps" in outputs else None,
                                   confidence=maps[0] if "confidence" in outputs else None,
                                   timings={"total": 0.001})
 
@@ -66,6 +70,19 @@ def camera_outputs(**subscribers):
                             ("labels", "confidence", "overlay", "masks", "class_map")})
 
 
+class KeyLog:
+    """The parts' Log: notes the key of every warning (the node logs each key once)."""
+
+    def __init__(self, keys: list) -> None:
+        self.keys = keys
+
+    def info(self, text: str) -> None:
+        pass
+
+    def warn_once(self, key: tuple, text: str) -> None:
+        self.keys.append(key)
+
+
 SETTINGS = {"max_frame_age": 0.0, "future_stamp_tolerance": 0.5, "max_image_pixels": 10**6,
             "debug_extra_latency": 0.0, "publish_labels": True, "publish_confidence": True,
             "publish_overlay": True, "publish_masks": True, "publish_class_map_per_frame": False,
@@ -77,13 +94,15 @@ class Rig:
         self.spy = SpyEngine()
         self.engine = SimpleNamespace(lock=threading.RLock(), segmenter=self.spy, version=1)
         self.pubs = {c: camera_outputs() for c in cameras}
-        self.settings = dict(SETTINGS)
-        self.stats, self.warned, self.gate, self.latency = {}, [], PublishGate(), StageLatency()
-        self.overlays = OverlayPublisher(self.gate, self.pubs.get, self.latency)
+        self.settings = dict(SETTINGS)   # the snapshot the pipeline reads: tests change it in place
+        self.counters, self.warned = Counters(), []
+        self.stats, self.latency = self.counters.cameras, self.counters.latency
+        self.publishers = Publishers(PublishGate(), self.pubs)
+        self.gate = self.publishers.gate
+        self.overlays = OverlayPublisher(self.publishers, self.latency)
         self.overlays.start()
-        self.pipeline = FramePipeline(self.engine, self.stats, self.latency, self.pubs.get, lambda: self.settings,
-                                      time.time, lambda key, text: self.warned.append(key), self.gate,
-                                      self.overlays)
+        runtime = Runtime(Settings(self.settings), KeyLog(self.warned), Clock())   # system time, as time.time
+        self.pipeline = FramePipeline(self.engine, self.publishers, runtime, self.counters, self.overlays)
 
     def run(self, *frames):
         self.pipeline([Frame(cam, msg) for cam, msg in frames])
@@ -190,7 +209,7 @@ def job(cam="front", sec=1):
 
 def test_overlay_thread_keeps_only_the_newest_and_respects_the_gate():
     gate, pubs = PublishGate(), {"front": camera_outputs()}
-    overlays = OverlayPublisher(gate, pubs.get)
+    overlays = OverlayPublisher(Publishers(gate, pubs))
     overlays.start()
     published = pubs["front"].overlay.msgs
     try:

@@ -6,7 +6,7 @@ import threading
 
 from rclpy.clock import Clock
 
-from ovss_ros.ros.frame_pipeline import CameraOutputs, PublishGate
+from ovss_ros.ros.parts import CameraOutputs, EngineSlot, PublishGate, Publishers, Runtime, Settings
 from ovss_ros.ros.vocabulary_path import VocabularyPath
 
 
@@ -67,16 +67,35 @@ class FakeEngine:
         self.applied += 1
 
 
+class UnusedParameter:
+    """The `vocabulary` parameter, which publishing class maps never reads or writes."""
+
+    def names(self) -> list:
+        raise AssertionError("not used here")
+
+    def show(self, names) -> None:
+        raise AssertionError("not used here")
+
+
 class FakeNode:
+    """The vocabulary path's collaborators, with publishers that record."""
+
     def __init__(self, engine) -> None:
         self.engine, self.log, self.gate = engine, [], NumberedGate()
         self.gate.close()   # as the node starts
-        self.settings = {"presence_threshold": 0.5, "model": "m"}
-        self.camera_outputs = {"front": CameraOutputs(*(Recorder(k, self.log, self.gate) for k in (
-            "labels", "confidence", "overlay", "masks", "class_map", "label_info")))}
+        self.settings = Settings({"presence_threshold": 0.5, "model": "m"})
+        self.publishers = Publishers(self.gate, {"front": CameraOutputs(*(Recorder(k, self.log, self.gate) for k in (
+            "labels", "confidence", "overlay", "masks", "class_map", "label_info")))})
 
-    def get_clock(self):
-        return Clock()
+    def info(self, text) -> None:
+        pass
+
+    def warn_once(self, key, text) -> None:
+        raise AssertionError(f"unexpected warning: {text}")
+
+    def path(self) -> VocabularyPath:
+        return VocabularyPath(EngineSlot(self.engine), self.publishers, Runtime(self.settings, self, Clock()),
+                              UnusedParameter())
 
 
 def sent(node, kind="label_info") -> list:
@@ -85,7 +104,7 @@ def sent(node, kind="label_info") -> list:
 
 def test_activate_opens_the_gate_with_label_info_already_out():
     node = FakeNode(FakeEngine())
-    path = VocabularyPath(node)
+    path = node.path()
     path.publish_class_maps()   # a vocabulary applied while inactive: nothing, the gate is closed
     assert node.log == [] and not node.gate.open
     path.publish_class_maps(reopen=True)
@@ -99,17 +118,17 @@ def test_activate_opens_the_gate_with_label_info_already_out():
 
 def test_no_vocabulary_yet_opens_the_gate_and_publishes_nothing():
     node = FakeNode(FakeEngine(names=(), version=0))
-    VocabularyPath(node).publish_class_maps(reopen=True)
+    node.path().publish_class_maps(reopen=True)
     assert node.gate.open and node.log == []
 
 
 def test_a_new_threshold_republishes_and_an_unchanged_one_does_not():
     node = FakeNode(FakeEngine())
-    path = VocabularyPath(node)
+    path = node.path()
     path.publish_class_maps(reopen=True)
     path.apply_engine_settings()   # another engine setting: the threshold is the one already out
     assert node.engine.applied == 1 and len(sent(node)) == 1
-    node.settings = {**node.settings, "presence_threshold": 0.6}
+    node.settings.values = {**node.settings.values, "presence_threshold": 0.6}
     path.apply_engine_settings()
     assert node.engine.applied == 2 and abs(sent(node)[-1][1].threshold - 0.6) < 1e-6
     assert len(sent(node, "class_map")) == 2

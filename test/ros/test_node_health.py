@@ -8,13 +8,16 @@ from types import SimpleNamespace
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from lifecycle_msgs.msg import Transition
+from rclpy.clock import Clock
 from sensor_msgs.msg import Image
 
 from ovss_ros.msg import ClassMap
 from ovss_ros.ros import qos
-from ovss_ros.ros.frame_pipeline import FramePipeline, PublishGate
-from ovss_ros.ros.stats import CameraStats, StageLatency
+from ovss_ros.ros.frame_pipeline import FramePipeline
+from ovss_ros.ros.parts import Counters, Publishers, Runtime, Settings
+from ovss_ros.ros.stats import CameraStats
 from ovss_ros.ros.worker import Frame
+from test_frame_pipeline import KeyLog
 from rostest_helpers import (change_state, diagnostic_values, image_msg, raw_image, scene, set_params, stamp,
                              wait_until)
 
@@ -93,11 +96,11 @@ def test_frames_failing_inside_the_engine_are_counted_and_reported():
     from ovss_ros.ros import diagnostics
 
     engine = SimpleNamespace(lock=__import__("threading").RLock(), segmenter=FailingSegmenter(), version=1)
-    stats, warned = {}, []
+    counters, warned = Counters(), []
+    stats = counters.cameras
     settings = {"max_frame_age": 0.0, "future_stamp_tolerance": 0.5, "max_image_pixels": 10**6,
                 "debug_extra_latency": 0.0}
-    pipeline = FramePipeline(engine, stats, StageLatency(), lambda cam: None, lambda: settings, time.time,
-                             lambda key, text: warned.append(key), PublishGate())
+    pipeline = FramePipeline(engine, Publishers(), Runtime(Settings(settings), KeyLog(warned), Clock()), counters)
     for _ in range(3):
         pipeline(Frame("cam", image_msg(scene(), "rgb8", 5)))
     st: CameraStats = stats["cam"]

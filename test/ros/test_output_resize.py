@@ -3,18 +3,18 @@ keep their range, sizes, dtypes and steps are right, parameters are validated, a
 REP 104, and the worker's pipeline publishes labels, confidence and masks at the output size with the frame's
 header while the overlay keeps the camera's size."""
 import threading
-import time
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from rclpy.clock import Clock
 from sensor_msgs.msg import CameraInfo, Image
 
-from ovss_ros.result import SegmentationResult
+from ovss_ros.engine.result import SegmentationResult
 from ovss_ros.ros import output_size as osz
 from ovss_ros.ros import outputs, params
-from ovss_ros.ros.frame_pipeline import CameraOutputs, FramePipeline, PublishGate
-from ovss_ros.ros.stats import StageLatency
+from ovss_ros.ros.frame_pipeline import FramePipeline
+from ovss_ros.ros.parts import CameraOutputs, Counters, PublishGate, Publishers, Runtime, Settings
 from ovss_ros.ros.worker import Frame
 from rostest_helpers import image_msg, scene, to_array
 
@@ -84,8 +84,9 @@ def test_more_class_maps_than_opencv_channels():
 
 def result_of(labels, with_extras=True):
     maps = np.stack([(labels == 1), (labels == 2)]).astype(np.float32) if with_extras else None
-    return SegmentationResult(labels, ("a", "b"), np.array([0.9, 0.8], np.float32), np.array([True, True]),
-                              np.array([1, 2]), class_maps=maps,
+    return SegmentationResult(labels=labels, class_names=("a", "b"), class_ids=np.array([1, 2]),
+                              present=np.array([True, True]), presence=np.array([0.9, 0.8], np.float32),
+                              presence_kind="itm_probability", class_maps=maps,
                               confidence=maps.max(axis=0) if with_extras else None)
 
 
@@ -158,7 +159,8 @@ class Engine:
         labels = np.full((h, w), 2, np.uint8)
         labels[:, : w // 2] = 1
         res = result_of(labels)
-        return SegmentationResult(labels, res.class_names, res.presence, res.present, res.class_ids,
+        return SegmentationResult(labels=labels, class_names=res.class_names, class_ids=res.class_ids,
+                                  present=res.present, presence=res.presence, presence_kind=res.presence_kind,
                                   class_maps=res.class_maps if "class_maps" in outputs else None,
                                   confidence=res.confidence if "confidence" in outputs else None)
 
@@ -180,13 +182,37 @@ SETTINGS = {"max_frame_age": 0.0, "future_stamp_tolerance": 0.5, "max_image_pixe
             "overlay_alpha": 0.5, "presence_threshold": 0.5, "model": "test", "output_size": [0, 0]}
 
 
-def pipeline(settings, followed=lambda cam: None):
+class OnceLog:
+    """The parts' Log as the node's: one line per key."""
+
+    def __init__(self) -> None:
+        self.warned: dict = {}
+
+    def info(self, text: str) -> None:
+        pass
+
+    def warn_once(self, key: tuple, text: str) -> None:
+        self.warned.setdefault(key, text)
+
+
+class FollowedSizes:
+    """output_size_from's sizes (SizeFollower.size), from a dict camera -> (width, height) or None."""
+
+    def __init__(self, sizes: dict) -> None:
+        self.sizes = sizes
+
+    def size(self, camera: str):
+        return self.sizes.get(camera)
+
+
+def pipeline(settings, followed=None):
     pubs = CameraOutputs(*(Pub() for _ in range(5)))
-    warned = {}   # the node's warn_once: one line per key
+    log = OnceLog()
     engine = SimpleNamespace(lock=threading.RLock(), segmenter=Engine(), version=1)
-    pipe = FramePipeline(engine, {}, StageLatency(), lambda cam: pubs, lambda: settings, time.time,
-                         lambda key, text: warned.setdefault(key, text), PublishGate(), None, followed)
-    return pipe, pubs, warned
+    sizes = FollowedSizes(followed) if followed is not None else None
+    pipe = FramePipeline(engine, Publishers(PublishGate(), {"": pubs}), Runtime(Settings(settings), log, Clock()),
+                         Counters(), None, sizes)
+    return pipe, pubs, log.warned
 
 
 def sizes(pubs):
@@ -216,7 +242,7 @@ def test_pipeline_publishes_at_explicit_size_with_the_frame_header():
 
 def test_pipeline_follows_the_latest_size_and_warns_once_when_stretched():
     followed = {"": None}
-    pipe, pubs, warned = pipeline(dict(SETTINGS), followed.get)
+    pipe, pubs, warned = pipeline(dict(SETTINGS), followed)
     for sec, size in enumerate([None, (64, 48), (20, 10), (20, 10)]):
         followed[""] = size
         pipe([Frame("", image_msg(scene(24, 32), "rgb8", sec))])
@@ -231,7 +257,7 @@ def test_pipeline_follows_the_latest_size_and_warns_once_when_stretched():
 def test_bag_outputs_at_the_given_size_with_the_frame_header():
     from rclpy.serialization import deserialize_message
 
-    from ovss_ros.config import make_config
+    from ovss_ros.pnp_ovss.config import make_config
     from ovss_ros.msg import SegmentationMasks
     from ovss_ros.ros.bag_pipeline import BagOutputOptions, bag_messages
 

@@ -3,13 +3,14 @@ are never checked or prepared (and a superseded service call is answered so), th
 two executor threads record out of order, and a refused newest request leaves the vocabulary in use."""
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 from rclpy.clock import Clock
 from std_msgs.msg import String
 
-from ovss_ros.prompts import VocabularyError
-from ovss_ros.ros.frame_pipeline import PublishGate
+from ovss_ros.engine.vocabulary import VocabularyError
+from ovss_ros.ros.parts import EngineSlot, NodeVocabularyParameter, Publishers, Runtime, Settings
 from ovss_ros.ros.vocabulary_path import SUPERSEDED, VocabularyPath
 from ovss_ros.ros.worker import LatestFrames, Worker
 from ovss_ros.srv import SetVocabulary
@@ -32,36 +33,37 @@ class FakeEngine:
         return True
 
 
-class FakeNode:
+class StandIns:
+    """What the vocabulary path is given: the engine's slot, publishers (no camera), settings, a log that
+    keeps every warning, the clock, and the `vocabulary` parameter over a plain table of values."""
+
     def __init__(self) -> None:
         self.engine, self.frames = FakeEngine(), LatestFrames()
         self.params = {"vocabulary": [""]}
-        self.gate, self.camera_outputs = PublishGate(), {}
-        self.settings = {"presence_threshold": 0.5, "model": "fake"}
         self.warnings: list = []
+        self.runtime = Runtime(Settings({"presence_threshold": 0.5, "model": "fake"}), self, Clock())
 
-    def p(self, name):
-        return self.params[name]
+    # the Log
+    def info(self, text) -> None:
+        pass
 
     def warn_once(self, key, text) -> None:
         self.warnings.append(text)
 
-    def get_logger(self):
-        return type("Log", (), {"info": staticmethod(lambda text: None)})()
-
-    def get_clock(self):
-        return Clock()
+    # the parameter store under NodeVocabularyParameter
+    def get_parameter(self, name):
+        return SimpleNamespace(value=self.params[name])
 
     def set_parameters(self, params) -> None:
-        self.params["vocabulary"] = params[0].value
+        for prm in params:
+            self.params[prm.name] = prm.value
 
 
 @pytest.fixture
 def rig():
-    node = FakeNode()
-    path = VocabularyPath(node)
-    node._vocabulary = path
-    path.start()
+    node = StandIns()
+    path = VocabularyPath(EngineSlot(node.engine), Publishers(), node.runtime, NodeVocabularyParameter(node))
+    path.start(node.frames)
     worker = Worker(node.frames, lambda batch: None, lambda batch, exc: None)
     yield node, path, worker
     path.stop()
