@@ -253,23 +253,16 @@ class OvssNode(ParameterHandling, LifecycleNode):
         for kind, ent in self._io:
             getattr(self, f"destroy_{kind}")(ent)
         self._io = []
-        for outs in self.output_publishers.all():
-            for pub in vars(outs).values():
-                if pub is not None:
-                    self.destroy_lifecycle_publisher(pub)
-        self.output_publishers.cameras.clear()
+        self.output_publishers.release(self.destroy_lifecycle_publisher)
         self.counters.cameras.clear()   # a later configure may name other cameras: /diagnostics lists only those
         if wait:
             release_free_memory()   # what the worker and overlay threads' arenas held (process_tuning)
 
     # -- inputs ---------------------------------------------------------------------------------
     def _on_frame(self, camera: str, msg) -> None:
-        frames, st = self.frames, self.counters.cameras.get(camera)
-        if frames is None or st is None:
-            return
-        st.input_rate.tick()
-        st.last_received = time.monotonic()
-        frames.put(Frame(camera, msg))   # the worker does everything else
+        frames = self.frames
+        if frames is not None and self.counters.received(camera):
+            frames.put(Frame(camera, msg))   # the worker does everything else
 
     def _worker_setup(self) -> None:
         """Worker thread, once: torch's CPU thread count holds for the thread that sets it."""

@@ -7,6 +7,7 @@ wires the parts; tests hand in stand-ins that have the same few attributes."""
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, ContextManager, Dict, Optional, Protocol, Sequence
 
@@ -67,6 +68,16 @@ class Publishers:
 
     def all(self) -> list:
         return list(self.cameras.values())
+
+    def release(self, destroy) -> None:
+        """Cleanup: forget every camera's publishers, handing each to `destroy` (the node's
+        destroy_lifecycle_publisher). The gate is closed first, so no publish is under way."""
+        cameras = list(self.cameras.values())
+        self.cameras.clear()   # first: a part reading a camera's publishers meanwhile finds none, not a destroyed one
+        for outs in cameras:
+            for pub in vars(outs).values():
+                if pub is not None:
+                    destroy(pub)
 
 
 class Settings:
@@ -129,6 +140,15 @@ class Counters:
 
     def camera(self, name: str) -> CameraStats:
         return self.cameras.setdefault(name, CameraStats())
+
+    def received(self, name: str) -> bool:
+        """A frame arrived for camera `name`: counted, True, if it is a configured camera."""
+        st = self.cameras.get(name)
+        if st is None:
+            return False
+        st.input_rate.tick()
+        st.last_received = time.monotonic()
+        return True
 
 
 class FrameEngine(Protocol):
