@@ -76,9 +76,9 @@ class Mailbox:
     """The newest pending request of one configuration, and the dispatcher thread that feeds it to the
     worker one at a time."""
 
-    def __init__(self, frames: LatestFrames, apply, engine: EngineSlot) -> None:
+    def __init__(self, frames: LatestFrames, apply, slot: EngineSlot) -> None:
         self._frames, self._apply = frames, apply   # apply(request) -> seconds it took (worker thread)
-        self._engine = engine                       # the engine in use, for answers
+        self._slot = slot                           # the engine in use, for answers
         self._cond = threading.Condition()
         self._pending: Optional[Request] = None
         self._newest = 0                # highest number recorded so far
@@ -115,7 +115,7 @@ class Mailbox:
                     break
             if request.reply is None:   # the worker stopped first, or applying raised
                 reason = change.outcome if isinstance(change.outcome, Exception) else "the node is cleaning up"
-                request.answer(False, f"not applied: {reason}", self._engine.engine)
+                request.answer(False, f"not applied: {reason}", self._slot.engine)
             took = change.outcome if isinstance(change.outcome, float) else 0.0
             with self._cond:
                 self._ready_at = time.monotonic() + max(MIN_GAP, took * (1 - TEXT_SHARE) / TEXT_SHARE)
@@ -132,9 +132,9 @@ class Mailbox:
 class VocabularyPath:
     """Outlives configurations: the engine is read from its slot, the frames queue is given at start()."""
 
-    def __init__(self, engine: EngineSlot, publishers: Publishers, runtime: Runtime,
+    def __init__(self, slot: EngineSlot, publishers: Publishers, runtime: Runtime,
                  parameter: VocabularyParameter) -> None:
-        self.engine = engine
+        self.slot = slot
         self.publishers = publishers
         self.runtime = runtime
         self.parameter = parameter
@@ -155,7 +155,7 @@ class VocabularyPath:
         try:
             if not names:
                 raise VocabularyError("vocabulary is empty")
-            engine = self.engine.engine
+            engine = self.slot.engine
             if engine is not None:
                 return engine.checker.check_vocabulary(list(names), config or engine.config)
             # unconfigured: the model is not known yet, only the settings' limits apply
@@ -171,7 +171,7 @@ class VocabularyPath:
     def start(self, frames: LatestFrames) -> None:
         """Configure: open the path for this configuration (its worker's queue) and apply the `vocabulary`
         parameter."""
-        self._mailbox = Mailbox(frames, self._apply, self.engine)
+        self._mailbox = Mailbox(frames, self._apply, self.slot)
         names = self.parameter.names()
         if not names:
             return
@@ -184,14 +184,14 @@ class VocabularyPath:
         """Cleanup: a request still pending is answered unapplied; one with the worker ends with it."""
         mailbox, self._mailbox = self._mailbox, None
         if mailbox is not None:
-            mailbox.close(self.engine.engine)
+            mailbox.close(self.slot.engine)
 
     def _record(self, request: Request) -> Request:
         mailbox = self._mailbox
         if mailbox is None:
-            request.answer(False, "the node is not configured", self.engine.engine)
+            request.answer(False, "the node is not configured", self.slot.engine)
         else:
-            mailbox.record(request, self.engine.engine)
+            mailbox.record(request, self.slot.engine)
         return request
 
     def _number(self) -> int:
@@ -209,14 +209,14 @@ class VocabularyPath:
         req = self._record(Request(self._number(), "service", names=tuple(request.classes)))
         if not req.answered.wait(SERVICE_WAIT):   # the worker is stuck in a frame: say so, keep the request
             req.answer(False, f"not applied within {SERVICE_WAIT:g} s (the worker is busy); still pending",
-                       self.engine.engine)
+                       self.slot.engine)
         response.success, response.message, response.vocabulary_version, response.class_names = req.reply
         return response
 
     # -- applying: worker thread ----------------------------------------------------------------
     def _apply(self, request: Request) -> float:
         """The one place a vocabulary takes effect; returns the seconds it took."""
-        engine, t0 = self.engine.engine, time.perf_counter()
+        engine, t0 = self.slot.engine, time.perf_counter()
         try:
             names = parse_vocabulary_text(request.text) if request.text is not None else request.names
             changed = engine.apply_vocabulary(names)
@@ -235,7 +235,7 @@ class VocabularyPath:
 
     def mirror(self) -> None:
         """Keep `ros2 param get vocabulary` equal to the vocabulary in use, without re-applying it."""
-        engine = self.engine.engine
+        engine = self.slot.engine
         names = list(engine.names) if engine is not None else []
         if self.parameter.names() == names:
             return
@@ -251,7 +251,7 @@ class VocabularyPath:
         hold of its lock, so no frame's outputs go out first (Nav2's layer needs LabelInfo before masks).
         Header: the node clock's time of publication, no frame_id (the map holds for all of a camera's
         images)."""
-        engine, gate, settings = self.engine.engine, self.publishers.gate, self.runtime.settings.values
+        engine, gate, settings = self.slot.engine, self.publishers.gate, self.runtime.settings.values
         with gate as open_:
             if reopen:
                 gate.open = True
@@ -271,7 +271,7 @@ class VocabularyPath:
     def apply_engine_settings(self) -> None:
         """Worker: new engine settings take effect; a changed threshold goes out in the class maps before any
         frame is segmented with it."""
-        engine = self.engine.engine
+        engine = self.slot.engine
         if engine is None:
             return   # cleaned up meanwhile
         engine.apply_config()
