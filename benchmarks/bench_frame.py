@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ovss_ros.config import make_config
-from ovss_ros.model_loading import LoadedModel, resolve_device
-from ovss_ros.segmenter import Segmenter
-from ovss_ros.tiny_model import build_blip
+from ovss_ros.pnp_ovss.config import make_config
+from ovss_ros.pnp_ovss.model_loading import LoadedModel
+from ovss_ros.engine.loading import resolve_device
+from ovss_ros.engine.segmenter import Segmenter
+from ovss_ros.pnp_ovss.tiny_model import build_blip
 
 CLASSES = ["person", "car", "tree", "road", "sky", "building", "dog", "chair", "table", "floor", "wall",
            "door", "window", "bicycle", "bottle", "cup", "grass", "sign", "pole", "truck"]

@@ -1,7 +1,7 @@
 """Frames per second of this checkout against an older one (default: the commit before the GPU-shaped hot
 path), same random-weight BLIP shapes, same 640x480 frame, frames interleaved between the two so that
 whatever else loads the machine weighs on both alike. Also: whether the labels are identical, host syncs
-per frame (ovss_ros.profiling) before and after, and 4 cameras batched against 4 frames one by one.
+per frame (ovss_ros.engine.profiling) before and after, and 4 cameras batched against 4 frames one by one.
 
     .venv/bin/python benchmarks/bench_hot_path.py --out benchmarks/results/hot_path_cpu.json
     .venv/bin/python benchmarks/bench_hot_path.py --table benchmarks/results/hot_path_cpu.json

@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ovss_ros.pgseg.tiny_model import build_pgseg  # noqa: E402
-from ovss_ros.segmenter import Segmenter  # noqa: E402
-from ovss_ros.tiny_model import build_blip  # noqa: E402
+from ovss_ros.engine.segmenter import Segmenter  # noqa: E402
+from ovss_ros.pnp_ovss.tiny_model import build_blip  # noqa: E402
 
 WORDS = [f"class{chr(97 + i)}" for i in range(20)]
 

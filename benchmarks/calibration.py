@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ovss_ros import config as engine_config
-from ovss_ros import frame_batch
+from ovss_ros.pnp_ovss import config as engine_config
+from ovss_ros.pnp_ovss import frame_batch
 from ovss_ros.evaluation.calibration import (ReliabilityTable, fit_confidence_temperatures,
                                             write_confidence_temperatures)
 from ovss_ros.evaluation.datasets import ToyWorld
@@ -36,7 +36,7 @@ OUT = Path(__file__).resolve().parent / "results" / "calibration.json"
 
 
 def load(method: str):
-    from ovss_ros.segmenter import Segmenter
+    from ovss_ros.engine.segmenter import Segmenter
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     path = MODEL_DIR if method == "pnp_ovss" else PGSEG_MODEL_DIR

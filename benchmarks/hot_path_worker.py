@@ -55,10 +55,10 @@ def main() -> None:
     sys.path.insert(0, str(Path(args.root).resolve()))
     import torch
 
-    from ovss_ros.config import make_config
-    from ovss_ros.model_loading import LoadedModel
-    from ovss_ros.segmenter import Segmenter
-    from ovss_ros.tiny_model import build_blip
+    from ovss_ros.pnp_ovss.config import make_config
+    from ovss_ros.pnp_ovss.model_loading import LoadedModel
+    from ovss_ros.engine.segmenter import Segmenter
+    from ovss_ros.pnp_ovss.tiny_model import build_blip
 
     device = torch.device(args.device)
     model, processor = build_blip(CLASSES, architecture=args.arch, seed=0, real_vocab=True)

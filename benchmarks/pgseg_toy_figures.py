@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from ovss_ros.evaluation.datasets import ToyWorld  # noqa: E402
 from ovss_ros.evaluation.runner import baselines, evaluate  # noqa: E402
-from ovss_ros.segmenter import Segmenter  # noqa: E402
+from ovss_ros.engine.segmenter import Segmenter  # noqa: E402
 from ovss_ros.toy_world import MODEL_DIR  # noqa: E402
 
 GRID = {"background_threshold": [0.3, 0.5, 0.7, 0.9, 0.95], "top_k": [1, 2, 3, 4, 5]}

@@ -24,12 +24,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ovss_ros.config import make_config  # noqa: E402
+from ovss_ros.pnp_ovss.config import make_config  # noqa: E402
 from ovss_ros.evaluation.datasets import ToyWorld  # noqa: E402
 from ovss_ros.evaluation.report import write_json  # noqa: E402
 from ovss_ros.evaluation.runner import Accumulator, baselines, evaluate  # noqa: E402
-from ovss_ros.model_loading import load_blip  # noqa: E402
-from ovss_ros.segmenter import Segmenter  # noqa: E402
+from ovss_ros.pnp_ovss.model_loading import load_blip  # noqa: E402
+from ovss_ros.engine.segmenter import Segmenter  # noqa: E402
 from ovss_ros.toy_world import MODEL_DIR  # noqa: E402
 
 # What the reference's knobs become on the tiny model (3 text layers: the last one gives class rows no

@@ -15,11 +15,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ovss_ros.config import make_config  # noqa: E402
+from ovss_ros.pnp_ovss.config import make_config  # noqa: E402
 from ovss_ros.evaluation.datasets import ToyWorld  # noqa: E402
 from ovss_ros.evaluation.runner import evaluate  # noqa: E402
-from ovss_ros.model_loading import load_blip  # noqa: E402
-from ovss_ros.segmenter import Segmenter  # noqa: E402
+from ovss_ros.pnp_ovss.model_loading import load_blip  # noqa: E402
+from ovss_ros.engine.segmenter import Segmenter  # noqa: E402
 from ovss_ros.toy_world import MODEL_DIR  # noqa: E402
 
 GRID = {
@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     ds = ToyWorld(a.n, "pattern", start=a.start)
-    from ovss_ros.config import parse_overrides
+    from ovss_ros.engine.config import parse_overrides
     over = parse_overrides(a.set)
     seg = Segmenter(load_blip(a.model, device="cpu"), make_config("tiny", **over))
     base = make_config("tiny", **over)

@@ -1,7 +1,8 @@
 """ovss_ros: open-vocabulary semantic segmentation (PnP-OVSS on BLIP, PGSeg on GroupViT) for ROS 2 and plain
 Python.
 
-The engine (this package minus `ovss_ros.ros` and the `ovss_ros.demo` driver) imports no rclpy. Typical use:
+The engine (`engine/`, the face both methods implement; `pnp_ovss/` and `pgseg/`, the methods) imports no
+rclpy. Typical use:
 
     from ovss_ros import Segmenter
     seg = Segmenter.from_pretrained("Salesforce/blip-itm-large-flickr", preset="realtime")
@@ -9,16 +10,18 @@ The engine (this package minus `ovss_ros.ros` and the `ovss_ros.demo` driver) im
     result = seg.segment(rgb)          # result.labels: H x W, 0 = background
     result = seg.segment_torch(frame)  # the tensor face: H x W x 3 uint8 tensor in, device tensors out
 
-A GroupViT / PGSeg checkpoint gives a PGSegSegmenter with the same calls (ovss_ros.pgseg).
+`Segmenter.from_pretrained` reads the method from the checkpoint: BLIP gives a PnpOvssSegmenter, GroupViT / PGSeg
+a PGSegSegmenter; both are Segmenters with the same calls and result types.
 """
 # The rosidl-generated `ovss_ros.msg` may live in another directory of the same name (a colcon install,
 # or the dev venv); let Python find it there too.
 __path__ = __import__("pkgutil").extend_path(__path__, __name__)
 
 _LAZY = {
-    "Segmenter": "segmenter", "SegmentationResult": "result", "TensorResult": "result", "SegmenterConfig": "config",
-    "make_config": "config", "PRESETS": "config", "load_blip": "model_loading",
-    "ModelLoadError": "model_loading", "VocabularyError": "prompts", "ImageError": "image_io",
+    "Segmenter": "engine.segmenter", "SegmentationResult": "engine.result", "TensorResult": "engine.result",
+    "ModelLoadError": "engine.loading", "VocabularyError": "engine.vocabulary", "ImageError": "engine.image_io",
+    "PnpOvssSegmenter": "pnp_ovss.segmenter", "SegmenterConfig": "pnp_ovss.config", "make_config": "pnp_ovss.config",
+    "PRESETS": "pnp_ovss.config", "load_blip": "pnp_ovss.model_loading",
     "PGSegSegmenter": "pgseg.segmenter", "PGSegConfig": "pgseg.config", "make_pgseg_config": "pgseg.config",
 }
 

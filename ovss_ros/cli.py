@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import MODEL_DTYPES, PRESETS, parse_overrides
+from .engine.loading import MODEL_DTYPES
+from .pnp_ovss.config import PRESETS
+from .engine.config import parse_overrides
 from .pgseg.config import PGSEG_PRESETS
-from .model_loading import DEFAULT_MODEL
+from .engine.loading import DEFAULT_MODEL
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +50,7 @@ def read_rgb(path: Path) -> np.ndarray:
 def write_outputs(res, rgb: np.ndarray, stem: str, out: Path, meta: dict) -> dict:
     from PIL import Image
 
-    from .visualize import overlay
+    from .engine.visualize import overlay
 
     out.mkdir(parents=True, exist_ok=True)
     files = {"overlay": out / f"{stem}_overlay.png", "labels": out / f"{stem}_labels.png",
@@ -62,10 +64,10 @@ def write_outputs(res, rgb: np.ndarray, stem: str, out: Path, meta: dict) -> dic
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .image_io import ImageError
-    from .model_loading import ModelLoadError
-    from .prompts import VocabularyError
-    from .segmenter import Segmenter
+    from .engine.image_io import ImageError
+    from .engine.loading import ModelLoadError
+    from .engine.vocabulary import VocabularyError
+    from .engine.segmenter import Segmenter
 
     present = [c.strip() for c in args.present.split(",")] if args.present else None
     try:   # every bad input (parameter, preset, model, vocabulary) is one line, not a traceback

@@ -22,10 +22,10 @@ def tiny_blip_words() -> list[str]:
 
 @pytest.fixture(scope="session")
 def tiny_blip_dir(tmp_path_factory, tiny_blip_words) -> Path:
-    """One tiny random-weight BLIP ITM (the `tiny` architecture of ovss_ros.tiny_model: ViT 96 px, patch 8,
+    """One tiny random-weight BLIP ITM (the `tiny` architecture of ovss_ros.pnp_ovss.tiny_model: ViT 96 px, patch 8,
     2 vision + 3 text layers), saved once per session like a real checkpoint (safetensors, tokenizer,
     processor). It knows tiny_blip_words(); random weights exercise code paths and carry no knowledge."""
-    from ovss_ros.tiny_model import build_blip, save_model
+    from ovss_ros.pnp_ovss.tiny_model import build_blip, save_model
 
     model, processor = build_blip(tiny_blip_words, architecture="tiny", seed=0)
     return Path(save_model(model, processor, tmp_path_factory.mktemp("tiny_blip")))

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_shared_tiny_blip_is_the_tiny_architecture_and_knows_every_suite_word(tiny_blip_dir, tiny_blip_words):
     from transformers import BertTokenizerFast
 
-    from ovss_ros.tiny_model import ARCHITECTURES, blip_config
+    from ovss_ros.pnp_ovss.tiny_model import ARCHITECTURES, blip_config
 
     cfg = json.loads((tiny_blip_dir / "config.json").read_text())
     want = blip_config(1, **ARCHITECTURES["tiny"])

@@ -185,7 +185,7 @@ def main(argv=None) -> int:
         if _stamp(m) in gts:
             acc.update(gts[_stamp(m)], _labels(m))
     # overlays redrawn at a readable size (the node's own overlay is in the output bag at input size)
-    from ..visualize import overlay
+    from ..engine.visualize import overlay
     rgbs = read_images(bag, IMAGE_TOPIC)
     frames = []
     for k, m in enumerate(sorted(rec.msgs[LABELS], key=_stamp)):

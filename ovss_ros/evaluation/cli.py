@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..config import parse_overrides
+from ..engine.config import parse_overrides
 from .datasets import PROTOCOLS, READERS, open_dataset
 from .report import save, summary_line
 from .runner import baselines, evaluate
@@ -58,8 +58,8 @@ def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     import torch
 
-    from ..model_loading import ModelLoadError
-    from ..segmenter import Segmenter
+    from ..engine.loading import ModelLoadError
+    from ..engine.segmenter import Segmenter
     from ..pgseg.config import BACKGROUND_THRESHOLDS
     from ..toy_world import MODEL_DIRS
 

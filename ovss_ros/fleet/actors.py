@@ -45,8 +45,8 @@ class SegmentWorker:
 
             if spec.torch_threads:
                 torch.set_num_threads(spec.torch_threads)   # workers sharing a machine must not each take all cores
-            from ovss_ros.config import parse_overrides
-            from ovss_ros.segmenter import Segmenter
+            from ovss_ros.engine.config import parse_overrides
+            from ovss_ros.engine.segmenter import Segmenter
 
             seg = Segmenter.from_pretrained(spec.model, method=spec.method, preset=spec.preset, device=spec.device,
                                             dtype=spec.dtype, **parse_overrides(list(spec.overrides)))

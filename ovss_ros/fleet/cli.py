@@ -68,8 +68,8 @@ def _method(args) -> str:
     matches outputs written with it); "auto" when the config cannot be read here (the workers will say why)."""
     if args.method:
         return args.method
-    from ovss_ros.model_loading import ModelLoadError
-    from ovss_ros.pgseg.loading import detect_method
+    from ovss_ros.engine.loading import ModelLoadError
+    from ovss_ros.engine.methods import detect_method
 
     try:
         return detect_method(args.model)

@@ -1,15 +1,14 @@
 """PGSeg's engine settings: the authors' test protocol as defaults, presets as named bundles.
 
-Checked like PnP-OVSS's `SegmenterConfig` (same messages, same shared limits on vocabularies and images);
+Checked by the same `EngineConfig` rules as PnP-OVSS's `SegmenterConfig` (same messages, same limits on
+vocabularies and images);
 `PGSEG_CHOICES` / `PGSEG_LIMITS` are the tables the ROS layer builds its parameter descriptors from."""
 from __future__ import annotations
 
-import dataclasses
-import typing
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from ..config import MAX_IMAGE_SIZE, VISION_DTYPES, _check_template, check_limits, check_types_and_choices
+from ..engine.config import INPUT_LIMITS, MAX_IMAGE_SIZE, VISION_DTYPES, EngineConfig
 
 RESIZE_MODES = ("short_side", "square")
 PGSEG_BACKGROUND = ("threshold", "never")
@@ -25,9 +24,7 @@ PGSEG_LIMITS: dict[str, tuple[Optional[float], Optional[float]]] = {
     "crop_stride": (16, MAX_IMAGE_SIZE),
     "top_k": (1, None),
     "background_threshold": (0.0, 1.0),     # on Q x P group-class scores, which lie in [0, 1]
-    "max_classes": (1, 65535),
-    "max_class_name_length": (1, None),
-    "max_image_pixels": (1, None),
+    **INPUT_LIMITS,
 }
 
 # The authors' per-dataset background thresholds (their test_cfg.bg_thresh); ovss-eval uses them.
@@ -35,7 +32,7 @@ BACKGROUND_THRESHOLDS = {"voc": 0.95, "context": 0.36, "coco_object": 0.85, "lvi
 
 
 @dataclass
-class PGSegConfig:
+class PGSegConfig(EngineConfig):
     """All knobs of PGSeg inference. Defaults: the authors' protocol (github.com/Ferenas/PGSeg, mmseg test
     config of Pascal VOC): short side 448, 448 x 448 windows at stride 224, "a photo of a {}.", top-5 image-level
     filter, background below 0.95."""
@@ -55,30 +52,16 @@ class PGSegConfig:
     max_image_pixels: int = 4096 * 4096
 
     method = "pgseg"
+    CHOICES = PGSEG_CHOICES
+    LIMITS = PGSEG_LIMITS
+    PROMPT_FIELDS = ("prompt_template", "max_classes", "max_class_name_length")   # a change means new text
+    WHAT = "PGSeg"
 
-    def validate(self) -> "PGSegConfig":
-        check_types_and_choices(self, _FIELD_TYPES, PGSEG_CHOICES)
-        check_limits(self, PGSEG_LIMITS)
-        _check_template(self.prompt_template)
+    def extra_checks(self) -> None:
         if self.crop_size is not None and self.crop_stride > self.crop_size:
             raise ValueError(f"crop_stride={self.crop_stride} is larger than crop_size={self.crop_size}: "
                              "windows would leave gaps")
-        return self
 
-    def replace(self, **changes: Any) -> "PGSegConfig":
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise ValueError(f"unknown PGSeg parameter(s): {sorted(unknown)}")
-        return dataclasses.replace(self, **changes).validate()
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-_FIELD_TYPES = typing.get_type_hints(PGSegConfig)
-
-# Fields whose change means new text embeddings.
-PROMPT_FIELDS = ("prompt_template", "max_classes", "max_class_name_length")
 
 PGSEG_PRESETS: dict[str, dict[str, Any]] = {
     # The authors' test protocol (Pascal VOC's background threshold; see BACKGROUND_THRESHOLDS).
@@ -96,9 +79,9 @@ PGSEG_PRESETS: dict[str, dict[str, Any]] = {
 PGSEG_PRESET_ALIASES = {"paper": "pgseg"}
 
 
+PGSegConfig.PRESETS = PGSEG_PRESETS
+PGSegConfig.PRESET_ALIASES = PGSEG_PRESET_ALIASES
+
+
 def make_pgseg_config(preset: str = "pgseg", **overrides: Any) -> PGSegConfig:
-    name = PGSEG_PRESET_ALIASES.get(preset, preset)
-    if name not in PGSEG_PRESETS:
-        raise ValueError(f"unknown PGSeg preset {preset!r}: expected one of "
-                         f"{sorted(set(PGSEG_PRESETS) | set(PGSEG_PRESET_ALIASES))}")
-    return PGSegConfig().replace(**{**PGSEG_PRESETS[name], **overrides})
+    return PGSegConfig.from_preset(preset, **overrides)

@@ -14,18 +14,17 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from ..config import check_vision_dtype
-from ..model_loading import (ModelLoadError, dtype_name, hub_errors, resolve_device, resolve_dtype,
-                             resolve_dtype_name)
-from ..prompts import VocabularyError, normalize_vocabulary, refuse_same_tokens
+from ..engine.config import check_vision_dtype
+from ..engine.loading import (ModelLoadError, dtype_name, hub_errors, resolve_device, resolve_dtype,
+                              resolve_dtype_name)
+from ..engine.methods import check_method
+from ..engine.vocabulary import VocabularyError, normalize_vocabulary, refuse_same_tokens
 from .config import PGSegConfig
 from .model import PGSegModel
 
 # The authors normalise with ImageNet statistics on the 0-255 scale (mmseg's test pipeline).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-METHODS = ("pnp_ovss", "pgseg")
-_MODEL_TYPES = {"blip": "pnp_ovss", "groupvit": "pgseg"}
 
 # ovss-convert-pgseg output. The marker is a config.json field only the converter writes (save_pgseg folders, the
 # embedded toy model and transformers' GroupViT folders have none and load as before); the converter renames the
@@ -48,35 +47,6 @@ class LoadedGroupViT:
     native_image_size: int
     device: torch.device
     name: str
-
-
-def checkpoint_method(model_type: str) -> Optional[str]:
-    """The method a checkpoint's `model_type` belongs to (None if neither)."""
-    return _MODEL_TYPES.get(model_type)
-
-
-def detect_method(name: Union[str, os.PathLike], local_files_only: Optional[bool] = None) -> str:
-    """'pnp_ovss' for a BLIP checkpoint, 'pgseg' for GroupViT/PGSeg, read from its config alone."""
-    from transformers import AutoConfig
-
-    name = str(name)
-    with hub_errors(name, local_files_only) as offline:
-        config = AutoConfig.from_pretrained(name, local_files_only=offline)
-    method = checkpoint_method(config.model_type)
-    if method is None:
-        raise ModelLoadError(f"cannot load model: '{name}' is a {config.model_type!r} checkpoint; expected BLIP "
-                             "image-text matching (method pnp_ovss) or GroupViT/PGSeg (method pgseg)")
-    return method
-
-
-def check_method(found_type: str, method: str, name: str) -> None:
-    """One error naming what the method expects and what the checkpoint is."""
-    expected = {"pnp_ovss": "a BLIP image-text matching checkpoint (model_type 'blip')",
-                "pgseg": "a GroupViT or PGSeg checkpoint (model_type 'groupvit')"}[method]
-    if checkpoint_method(found_type) != method:
-        raise ModelLoadError(f"method {method!r} needs {expected}, but '{name}' is a {found_type!r} checkpoint"
-                             + (f" (use method {checkpoint_method(found_type)!r})" if checkpoint_method(found_type)
-                                else ""))
 
 
 def check_conversion(name: str, config, offline: bool, revision: Optional[str] = None) -> None:

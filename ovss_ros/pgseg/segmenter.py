@@ -1,19 +1,19 @@
-"""PGSeg behind the engine's face: set a vocabulary once (class text embeddings cached), then segment frames
-with one encoder pass per window and no gradient. Same calls and results as the PnP-OVSS `Segmenter`."""
+"""PGSeg (Zhang et al., NeurIPS 2023: GroupViT with prototype regularization) behind the engine's face: the
+vocabulary's text embeddings are cached, then each frame takes one encoder pass per window and no gradient."""
 from __future__ import annotations
 
 import os
-from typing import Collection, Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import vision_autocast_dtype
-from ..image_io import check_frame_tensor, to_rgb_uint8
-from ..prompts import VocabularyError
-from ..result import SegmentationResult, TensorResult
-from ..segmenter_common import Stopwatch, check_outputs, resolve_present
+from ..engine.config import vision_autocast_dtype
+from ..engine.image_io import to_rgb_uint8
+from ..engine.profiling import Stopwatch
+from ..engine.result import FrameOutput
+from ..engine.segmenter import Segmenter
 from . import confidence, inference
 from .config import PGSegConfig, make_pgseg_config
 from .loading import LoadedGroupViT, PGSegCheck, load_groupvit, wrap_groupvit
@@ -30,59 +30,40 @@ HOST_SYNCS = {
 }
 
 
-class PGSegSegmenter:
+class PGSegSegmenter(Segmenter):
     """PGSeg (GroupViT + NPR) on a GroupViT checkpoint. Not thread-safe: one caller at a time."""
 
     method = "pgseg"
+    presence_kind = "vocabulary_softmax"
+    config_class = PGSegConfig
 
     def __init__(self, loaded: LoadedGroupViT, config: Optional[PGSegConfig] = None):
-        self.loaded = loaded
-        self.model = loaded.model
-        self.device = loaded.device
         self.check = PGSegCheck.from_loaded(loaded)
-        self.profile = False
-        self._names: tuple = ()
         self._text: Optional[torch.Tensor] = None       # [C, P] class embeddings of the vocabulary
-        self._mean = torch.tensor(loaded.image_mean, dtype=torch.float32, device=self.device) * 255
-        self._std = torch.tensor(loaded.image_std, dtype=torch.float32, device=self.device) * 255
-        self._config = self.check.check_config(config or make_pgseg_config("pgseg"))
+        self._mean = torch.tensor(loaded.image_mean, dtype=torch.float32, device=loaded.device) * 255
+        self._std = torch.tensor(loaded.image_std, dtype=torch.float32, device=loaded.device) * 255
         self._temperatures = self.check.confidence_temperatures
+        super().__init__(loaded, config)
 
     @classmethod
-    def from_pretrained(cls, model, preset: str = "pgseg", device=None, dtype=None,
-                        local_files_only: Optional[bool] = None, tokenizer=None, **overrides) -> "PGSegSegmenter":
+    def _load(cls, model, preset, device, dtype, local_files_only, processor, overrides) -> "PGSegSegmenter":
         """`model`: a Hugging Face id or local directory (GroupViT, or PGSeg converted by ovss-convert-pgseg),
-        or an in-memory PGSegModel / GroupViTModel with `tokenizer=` its CLIP tokenizer."""
+        or an in-memory PGSegModel / GroupViTModel with `processor=` its CLIP tokenizer."""
         config = make_pgseg_config(preset, **overrides)
         if isinstance(model, (str, os.PathLike)):
             loaded = load_groupvit(model, device=device or "auto", dtype=dtype or "float32",
                                    local_files_only=local_files_only)
         elif isinstance(model, torch.nn.Module):
-            if tokenizer is None:
-                raise TypeError("an in-memory model needs tokenizer= (its CLIP tokenizer)")
-            loaded = wrap_groupvit(model, tokenizer, device, dtype)
+            if processor is None:
+                raise TypeError("an in-memory GroupViT model needs processor= (its CLIP tokenizer)")
+            loaded = wrap_groupvit(model, processor, device, dtype)
         else:
             raise TypeError(f"model: expected a Hugging Face id, a local directory or a GroupViTModel, "
                             f"got {type(model).__name__}")
         return cls(loaded, config)
 
-    # -- configuration -------------------------------------------------------------------------
-    @property
-    def config(self) -> PGSegConfig:
-        return self._config
-
-    def update_config(self, **changes) -> PGSegConfig:
-        new = self.check.check_config(self._config.replace(**changes))
-        old, self._config = self._config, new
-        if self._names and (old.prompt_template != new.prompt_template
-                            or old.max_classes != new.max_classes
-                            or old.max_class_name_length != new.max_class_name_length):
-            try:
-                self.set_vocabulary(self._names)
-            except VocabularyError:
-                self._config = old
-                raise
-        return new
+    def _check_config(self, cfg: PGSegConfig) -> PGSegConfig:
+        return self.check.check_config(cfg)
 
     @property
     def confidence_temperatures(self) -> tuple[float, float]:
@@ -96,39 +77,35 @@ class PGSegSegmenter:
         t_class, t_assign = value
         self._temperatures = (confidence.check_temperature(t_class), confidence.check_temperature(t_assign))
 
-    @property
-    def input_size(self) -> int:
-        return self._config.image_size or self.loaded.native_image_size
-
-    # -- vocabulary -----------------------------------------------------------------------------
-    @property
-    def vocabulary(self) -> tuple[str, ...]:
-        return self._names
-
     @torch.no_grad()
-    def set_vocabulary(self, classes: Sequence[str]) -> tuple[str, ...]:
+    def _prepare_text(self, classes: Sequence[str]) -> tuple[str, ...]:
         """Check the names (context length included) and embed their prompts once."""
         names, tokens = self.check.prompts(classes, self._config)
         self._text = text_embeddings(self.model, tokens.input_ids.to(self.device),
                                      tokens.attention_mask.to(self.device))
-        self._names = names
         return names
 
     # -- frames ---------------------------------------------------------------------------------
+    def _numpy_input(self, rgb: np.ndarray):
+        return self.preprocess(rgb), rgb.shape[:2]
+
+    def _tensor_input(self, frame: torch.Tensor):
+        cfg = self._config
+        return preprocess_torch(frame, self.input_size, cfg.resize, self._mean, self._std), tuple(frame.shape[:2])
+
+    def preprocess(self, image) -> torch.Tensor:
+        """One image as the model sees it: [3, H', W'] on the device (numpy face)."""
+        cfg = self._config
+        rgb = to_rgb_uint8(image, cfg.max_image_pixels)
+        return torch.from_numpy(preprocess(rgb, self.input_size, cfg.resize, self.loaded.image_mean,
+                                           self.loaded.image_std)).to(self.device)
+
     def _keep_mask(self, present) -> Optional[torch.Tensor]:
         if present is None:
             return None
         keep = torch.zeros(len(self._names), dtype=torch.bool, device=self.device)
         keep[present] = True                                    # host sync: present
         return keep
-
-    def _start(self, presents, count: int) -> list:
-        if self._text is None:
-            raise VocabularyError("no vocabulary set: call set_vocabulary() first")
-        presents = list(presents) if presents is not None else [None] * count
-        if len(presents) != count:
-            raise ValueError(f"{count} frames but {len(presents)} present lists")
-        return [resolve_present(self._names, p) for p in presents]
 
     def _encode(self, crops: torch.Tensor):
         """(pixel->group index [n, h, w], group embeddings [n, G, P], pooled embeddings [n, P]) of windows."""
@@ -217,7 +194,7 @@ class PGSegSegmenter:
                         for a, b in temperatures]
 
     @torch.no_grad()
-    def _run(self, inputs, forced, want, watch) -> list[dict]:
+    def _run_frames(self, inputs, forced, want, watch) -> list[FrameOutput]:
         outs = []
         for (x, out_hw), present in zip(inputs, forced):
             o = self._frame(x, out_hw, present, watch)
@@ -227,85 +204,8 @@ class PGSegSegmenter:
                 o["confidence"] = torch.zeros(out_hw, device=self.device)
             else:
                 o["confidence"] = self._confidence(o, out_hw)
-            o["class_maps"] = o["full"][o["offset"]:] if "class_maps" in want else None
-            o["raw_maps"] = o["raw"][o["offset"]:] if "raw_maps" in want else None
-            outs.append(o)
+            outs.append(FrameOutput(
+                labels=o["labels"], presence=o["presence"], present=o["kept"], confidence=o["confidence"],
+                class_maps=o["full"][o["offset"]:] if "class_maps" in want else None,
+                raw_maps=o["raw"][o["offset"]:] if "raw_maps" in want else None))
         return outs
-
-    @torch.no_grad()
-    def segment_batch(self, images: Sequence, presents: Optional[Sequence] = None,
-                      outputs: Collection[str] = ("labels",)) -> list[SegmentationResult]:
-        """Segment several frames; results in input order. `presents`: per frame, classes to segment instead
-        of the image-level top-k filter (e.g. ground truth), or None."""
-        want = check_outputs(outputs)
-        forced = self._start(presents, len(images))
-        if not images:
-            return []
-        watch = Stopwatch(self.device, self.profile)
-        cfg = self._config
-        rgbs = [to_rgb_uint8(im, cfg.max_image_pixels) for im in images]
-        inputs = [(torch.from_numpy(preprocess(rgb, self.input_size, cfg.resize, self.loaded.image_mean,
-                                               self.loaded.image_std)).to(self.device), rgb.shape[:2])
-                  for rgb in rgbs]
-        watch.lap("preprocess")
-        outs = self._run(inputs, forced, want, watch)
-        results = [self._to_numpy(o) for o in outs]
-        timings = watch.finish()
-        for r in results:
-            r.timings = dict(timings)
-        return results
-
-    def preprocess(self, image) -> torch.Tensor:
-        """One image as the model sees it: [3, H', W'] on the device (numpy face)."""
-        cfg = self._config
-        rgb = to_rgb_uint8(image, cfg.max_image_pixels)
-        return torch.from_numpy(preprocess(rgb, self.input_size, cfg.resize, self.loaded.image_mean,
-                                           self.loaded.image_std)).to(self.device)
-
-    def segment(self, image, present: Optional[Sequence[Union[str, int]]] = None,
-                outputs: Collection[str] = ("labels",)) -> SegmentationResult:
-        """Segment one RGB image (numpy H x W [x 3|4] or PIL); see segment_batch."""
-        return self.segment_batch([image], [present], outputs)[0]
-
-    @torch.no_grad()
-    def segment_torch_batch(self, frames: Sequence[torch.Tensor], presents: Optional[Sequence] = None,
-                            outputs: Collection[str] = ("labels",)) -> list[TensorResult]:
-        """The tensor face: H x W x 3 uint8 tensors in, device tensors out (resize on the device)."""
-        want = check_outputs(outputs)
-        forced = self._start(presents, len(frames))
-        if not frames:
-            return []
-        watch = Stopwatch(self.device, self.profile)
-        cfg = self._config
-        inputs = []
-        for frame in frames:
-            frame = check_frame_tensor(frame, cfg.max_image_pixels).to(self.device)
-            inputs.append((preprocess_torch(frame, self.input_size, cfg.resize, self._mean, self._std),
-                           tuple(frame.shape[:2])))
-        watch.lap("preprocess")
-        outs = self._run(inputs, forced, want, watch)
-        label_dtype = torch.uint8 if len(self._names) <= 254 else torch.int32
-        results = [TensorResult(o["labels"].to(label_dtype), self._names,
-                                o["presence"].float().cpu().numpy(),                # host sync: presence
-                                o["kept"], o["confidence"], o["class_maps"], o["raw_maps"]) for o in outs]
-        timings = watch.finish()
-        for r in results:
-            r.timings = dict(timings)
-        return results
-
-    def segment_torch(self, frame: torch.Tensor, present=None, outputs: Collection[str] = ("labels",)) -> TensorResult:
-        return self.segment_torch_batch([frame], [present], outputs)[0]
-
-    def _to_numpy(self, o: dict) -> SegmentationResult:
-        n = len(self._names)
-        present = np.zeros(n, dtype=bool)
-        present[o["kept"]] = True
-        label_dtype = np.uint8 if n <= 254 else np.uint16
-
-        def host(t):
-            return None if t is None else t.float().cpu().numpy()
-
-        return SegmentationResult(o["labels"].cpu().numpy().astype(label_dtype), self._names,
-                                  o["presence"].float().cpu().numpy(), present,
-                                  np.asarray([k + 1 for k in o["kept"]], np.int64),
-                                  host(o["class_maps"]), host(o["confidence"]), {}, host(o["raw_maps"]))

@@ -10,7 +10,7 @@ import functools
 import sys
 import time
 
-from ovss_ros.config import MODEL_DTYPES
+from ovss_ros.engine.loading import MODEL_DTYPES
 
 from .bag_io import detect_storage
 from .output_size import size_problem
@@ -73,10 +73,10 @@ def output_options(args) -> BagOutputOptions:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from ovss_ros.config import parse_overrides
-    from ovss_ros.model_loading import ModelLoadError
-    from ovss_ros.prompts import VocabularyError
-    from ovss_ros.segmenter import Segmenter
+    from ovss_ros.engine.config import parse_overrides
+    from ovss_ros.engine.loading import ModelLoadError
+    from ovss_ros.engine.vocabulary import VocabularyError
+    from ovss_ros.engine.segmenter import Segmenter
 
     try:
         seg = Segmenter.from_pretrained(args.model, method=args.method, preset=args.preset, device=args.device,

@@ -15,7 +15,7 @@ import gc
 import threading
 from typing import Sequence
 
-from ovss_ros.prompts import VocabularyError
+from ovss_ros.engine.vocabulary import VocabularyError
 
 from .knobs import knobs_of
 from .process_tuning import release_free_memory

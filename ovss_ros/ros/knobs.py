@@ -12,15 +12,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from ovss_ros.config import (ENGINE_CHOICES, ENGINE_LIMITS, POSTPROCESS_MAX_SIDE_CAP, PRESETS, SegmenterConfig,
-                             make_config)
-from ovss_ros.pgseg.config import (PGSEG_CHOICES, PGSEG_LIMITS, PGSEG_PRESET_ALIASES, PGSEG_PRESETS, PROMPT_FIELDS,
-                                   PGSegConfig, make_pgseg_config)
+from ovss_ros.engine.methods import METHODS, REGISTRY, checker_class, config_class
 
-METHODS = ("pnp_ovss", "pgseg")
+# each method's settings class (an EngineConfig): its fields, presets, choices, limits and prompt fields
+CONFIGS = {m: config_class(m) for m in METHODS}
 # Every name the `preset` parameter takes, for either method.
-PRESET_NAMES = tuple(sorted(set(PRESETS) | set(PGSEG_PRESETS) | set(PGSEG_PRESET_ALIASES)))
-_PUBLISHED = {"pnp_ovss": "paper", "pgseg": "pgseg"}
+PRESET_NAMES = tuple(sorted(set().union(*(c.preset_names() for c in CONFIGS.values()))))
+_PUBLISHED = {m: REGISTRY[m].default_preset for m in METHODS}
 
 ENGINE_DESCRIPTIONS = {
     "image_size": "model input side in pixels (square warp), a multiple of the patch size; 0 = the checkpoint's "
@@ -44,7 +42,7 @@ ENGINE_DESCRIPTIONS = {
     "postprocess": "none, blur, crf or blur+crf",
     "blur_sigma": "Gaussian blur sigma as a fraction of max(H, W)",
     "postprocess_max_side": "run blur/CRF at this long side and upsample labels; 0 = full resolution up to "
-                            f"{POSTPROCESS_MAX_SIDE_CAP} px",
+                            f"{CONFIGS['pnp_ovss'].LIMITS['postprocess_max_side'][1]} px",
     "crf_iterations": "DenseCRF iterations",
     "crf_gaussian_sxy": "DenseCRF Gaussian kernel spatial sigma",
     "crf_gaussian_compat": "DenseCRF Gaussian kernel weight",
@@ -84,15 +82,30 @@ class KnobTable:
     """One method's engine config as `<prefix>*` ROS parameters."""
     method: str
     prefix: str
-    config_type: type
-    make: Callable[..., Any]                          # make(preset, **overrides) -> config (validated)
-    presets: tuple
-    choices: dict
-    limits: dict
+    config_type: type                                 # the method's EngineConfig subclass
     descriptions: dict
-    prompt_fields: tuple                              # a change to these means new text (embeddings)
     none_sentinel: dict = field(default_factory=dict)   # optional field -> ROS value meaning None
     string_unions: frozenset = frozenset()            # int or keyword in the engine, string in ROS
+
+    @property
+    def presets(self) -> tuple:
+        return tuple(self.config_type.PRESETS)
+
+    @property
+    def choices(self) -> dict:
+        return self.config_type.CHOICES
+
+    @property
+    def limits(self) -> dict:
+        return self.config_type.LIMITS
+
+    @property
+    def prompt_fields(self) -> tuple:
+        """A change to these means new text (embeddings)."""
+        return tuple(self.config_type.PROMPT_FIELDS)
+
+    def make(self, preset: str, **overrides: Any):
+        return self.config_type.from_preset(preset, **overrides)
 
     def fields(self) -> list[str]:
         return [f.name for f in dataclasses.fields(self.config_type)]
@@ -138,28 +151,19 @@ class KnobTable:
     def checker(self, model: str, local_files_only: Optional[bool], dtype: str = "float32"):
         """What the model accepts (config and tokenizer, no weights; `dtype`: what the weights will be loaded
         as); a checkpoint of the other method's kind is one ModelLoadError naming both."""
-        if self.method == "pgseg":
-            from ovss_ros.pgseg.loading import PGSegCheck
-
-            return PGSegCheck.from_pretrained(model, local_files_only=local_files_only, dtype=dtype)
-        from ovss_ros.model_check import ModelCheck
-
-        return ModelCheck.from_pretrained(model, local_files_only=local_files_only, dtype=dtype)
+        return checker_class(self.method).from_pretrained(model, local_files_only=local_files_only, dtype=dtype)
 
 
-ENGINE = KnobTable("pnp_ovss", "engine.", SegmenterConfig, make_config, tuple(PRESETS), ENGINE_CHOICES,
-                   ENGINE_LIMITS, ENGINE_DESCRIPTIONS,
-                   ("prompt_template", "prompt_mode", "gradcam_rows", "max_classes", "max_class_name_length"),
+ENGINE = KnobTable("pnp_ovss", "engine.", CONFIGS["pnp_ovss"], ENGINE_DESCRIPTIONS,
                    {"image_size": 0, "drop_fraction": -1.0, "presence_top_k": 0, "postprocess_max_side": 0},
                    frozenset({"gradcam_layer", "gradcam_head"}))
-PGSEG = KnobTable("pgseg", "pgseg.", PGSegConfig, make_pgseg_config, tuple(PGSEG_PRESETS), PGSEG_CHOICES,
-                  PGSEG_LIMITS, PGSEG_DESCRIPTIONS, tuple(PROMPT_FIELDS), {"image_size": 0, "crop_size": 0, "top_k": 0})
+PGSEG = KnobTable("pgseg", "pgseg.", CONFIGS["pgseg"], PGSEG_DESCRIPTIONS, {"image_size": 0, "crop_size": 0, "top_k": 0})
 KNOBS = {"pnp_ovss": ENGINE, "pgseg": PGSEG}
 
 
 def knobs_of(config) -> KnobTable:
     """The table of a config object (SegmenterConfig or PGSegConfig)."""
-    return PGSEG if isinstance(config, PGSegConfig) else ENGINE
+    return PGSEG if isinstance(config, CONFIGS["pgseg"]) else ENGINE
 
 
 def knob_of(name: str) -> Optional[tuple[KnobTable, str]]:

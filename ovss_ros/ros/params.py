@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from ovss_ros.config import MODEL_DTYPES
+from ovss_ros.engine.loading import MODEL_DTYPES
 
 from .knobs import ENGINE, KNOBS, METHODS, PRESET_NAMES, KnobTable
 from .output_size import MAX_SIDE, size_problem, source_problem

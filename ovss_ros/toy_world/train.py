@@ -24,9 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..image_io import preprocess
-from ..prompts import enc_token_id
-from ..tiny_model import build_blip, save_model
+from ..engine.image_io import preprocess
+from ..pnp_ovss.prompts import enc_token_id
+from ..pnp_ovss.tiny_model import build_blip, save_model
 from .training_common import json_lines, lr_at
 from .world import class_names, make_scene, scene_seed, vocabulary_words
 

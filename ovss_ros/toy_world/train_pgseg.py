@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
-from ..model_loading import _CLIP_MEAN as CLIP_MEAN, _CLIP_STD as CLIP_STD
+from ..pnp_ovss.model_loading import _CLIP_MEAN as CLIP_MEAN, _CLIP_STD as CLIP_STD
 from ..pgseg.loading import IMAGENET_MEAN, IMAGENET_STD
 from ..pgseg.model import PGSegModel, project, text_embeddings, vision_forward
 from ..pgseg.preprocess import preprocess

@@ -10,7 +10,7 @@ def tiny_dir(tiny_blip_dir):
 
 @pytest.fixture(scope="session")
 def tiny_loaded(tiny_dir):
-    from ovss_ros.model_loading import load_blip
+    from ovss_ros.pnp_ovss.model_loading import load_blip
 
     return load_blip(str(tiny_dir), device="cpu", local_files_only=True)
 

@@ -3,12 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-from ovss_ros import postprocess
-from ovss_ros.config import POSTPROCESS_MAX_SIDE_CAP, make_config
-from ovss_ros.model_loading import load_blip
-from ovss_ros.prompts import VocabularyError
-from ovss_ros.segmenter import OUTPUTS as ALL, Segmenter
-from ovss_ros.tiny_model import blip_config, build_blip, word_tokenizer
+from ovss_ros.pnp_ovss import postprocess
+from ovss_ros.pnp_ovss.config import POSTPROCESS_MAX_SIDE_CAP, make_config
+from ovss_ros.pnp_ovss.model_loading import load_blip
+from ovss_ros.engine.vocabulary import VocabularyError
+from ovss_ros.engine.segmenter import OUTPUTS as ALL, Segmenter
+from ovss_ros.pnp_ovss.tiny_model import blip_config, build_blip, word_tokenizer
 
 WORDS = ["red", "green", "blue", "yellow", "circle", "square", "triangle", "dog", "cat", "tree", "sky", "striped",
          "plain"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ovss_ros import postprocess
+from ovss_ros.pnp_ovss import postprocess
 from ovss_ros.evaluation.calibration import ReliabilityTable
 from ovss_ros.pgseg import confidence as pg_conf
 
@@ -98,8 +98,8 @@ def test_pgseg_group_maps_are_distributions_over_groups():
 
 
 def test_a_frame_without_classes_is_as_sure_as_the_likeliest_class_is_absent(tiny_loaded, rgb):
-    from ovss_ros.config import make_config
-    from ovss_ros.segmenter import Segmenter
+    from ovss_ros.pnp_ovss.config import make_config
+    from ovss_ros.engine.segmenter import Segmenter
 
     seg = Segmenter(tiny_loaded, make_config("tiny", presence_threshold=1.0))   # ITM runs, nothing passes
     seg.set_vocabulary(["dog", "car", "tree"])
@@ -126,7 +126,7 @@ def test_tempering_at_one_is_the_plain_softmax_and_assignment_tempering_is_the_s
 
 
 def _pgseg(path):
-    from ovss_ros.segmenter import Segmenter
+    from ovss_ros.engine.segmenter import Segmenter
 
     return Segmenter.from_pretrained(str(path), preset="tiny", device="cpu", background_threshold=0.3)
 
@@ -135,7 +135,7 @@ def test_pgseg_temperatures_come_from_the_checkpoint_and_change_no_label(tiny_pg
     import shutil
 
     from ovss_ros.evaluation.calibration import write_confidence_temperatures
-    from ovss_ros.model_loading import ModelLoadError
+    from ovss_ros.engine.loading import ModelLoadError
     from ovss_ros.pgseg.model import logit_scale
 
     rgb = np.random.default_rng(1).integers(0, 255, (96, 96, 3), dtype=np.uint8)   # the model's size: no resize

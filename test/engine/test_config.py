@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
-from ovss_ros.config import (ENGINE_CHOICES, ENGINE_LIMITS, INDEX_KEYWORDS, PRESETS, SegmenterConfig, make_config,
-                             parse_overrides)
+from ovss_ros.pnp_ovss.config import (ENGINE_CHOICES, ENGINE_LIMITS, INDEX_KEYWORDS, PRESETS, SegmenterConfig, make_config)
+from ovss_ros.engine.config import parse_overrides
 
 
 @pytest.mark.parametrize("template", ["a {} {}", "a {} {x}", "a {}}", "a {0}", "a {!r}", "a {:>5}", "no slot",

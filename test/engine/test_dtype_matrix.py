@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from ovss_ros.config import MODEL_DTYPES, VISION_DTYPES, vision_autocast_dtype
-from ovss_ros.model_check import ModelCheck
-from ovss_ros.pgseg.loading import METHODS, PGSegCheck
-from ovss_ros.segmenter import Segmenter
+from ovss_ros.engine.loading import MODEL_DTYPES
+from ovss_ros.engine.config import VISION_DTYPES, vision_autocast_dtype
+from ovss_ros.pnp_ovss.model_check import ModelCheck
+from ovss_ros.engine.methods import METHODS
+from ovss_ros.pgseg.loading import PGSegCheck
+from ovss_ros.engine.segmenter import Segmenter
 from ovss_ros.toy_world import MODEL_DIRS
 from ovss_ros.toy_world.world import class_names, make_scene, scene_seed
 
@@ -63,7 +65,7 @@ def sharp_pgseg_dir(tmp_path_factory, tiny_blip_words):
 @pytest.fixture(scope="module")
 def sharp_blip_dir(tmp_path_factory, tiny_blip_words):
     """The session's tiny BLIP shapes with random weights at fan-in scale (tiny_model.sharpen)."""
-    from ovss_ros.tiny_model import build_blip, save_model
+    from ovss_ros.pnp_ovss.tiny_model import build_blip, save_model
 
     model, processor = build_blip(tiny_blip_words, architecture="tiny", seed=0, sharpness=2.0)
     return save_model(model, processor, tmp_path_factory.mktemp("sharp_blip"))

@@ -5,11 +5,13 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ovss_ros import postprocess, profiling, segmenter_common
-from ovss_ros import segmenter as segmenter_module
-from ovss_ros.config import auto_half_dtype, check_vision_dtype, vision_autocast_dtype
+from ovss_ros.engine import profiling
+from ovss_ros.pnp_ovss import postprocess
+from ovss_ros.pnp_ovss import segmenter as segmenter_module
+from ovss_ros.engine.config import auto_half_dtype, check_vision_dtype, vision_autocast_dtype
 from ovss_ros.pgseg import segmenter as pgseg_module
-from ovss_ros.segmenter import Segmenter, Stopwatch
+from ovss_ros.engine.segmenter import Segmenter
+from ovss_ros.engine.profiling import Stopwatch
 
 SMALL = dict(image_size=None, gradcam_layer=1, gradcam_head=2)
 
@@ -53,7 +55,7 @@ def engines(tiny_blip_dir, tiny_pgseg_dir):
 def test_both_segmenters_wait_per_stage_on_their_own_device_when_profiling(method, engines, rgb, monkeypatch):
     seg = engines[method]
     waits = []
-    monkeypatch.setattr(segmenter_common, "sync_device", waits.append)    # the stopwatch both segmenters use
+    monkeypatch.setattr(profiling, "sync_device", waits.append)    # the stopwatch both segmenters use
     monkeypatch.setattr(seg, "profile", True)
     result = seg.segment(rgb)
     stages = set(result.timings) - {"total"}

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from ovss_ros import frame_batch, gradcam, salience_dropout, text_cache, text_pass
-from ovss_ros.config import make_config
-from ovss_ros.prompts import build_prompts, enc_token_id
-from ovss_ros.segmenter import Segmenter
+from ovss_ros.pnp_ovss import frame_batch, gradcam, salience_dropout, text_cache, text_pass
+from ovss_ros.pnp_ovss.config import make_config
+from ovss_ros.pnp_ovss.prompts import build_prompts, enc_token_id
+from ovss_ros.engine.segmenter import Segmenter
 
 CLASSES = ["dog", "car", "tree", "red circle"]
 
@@ -68,7 +68,7 @@ def test_gradcam_over_several_layers_keeps_every_gradient_path(tiny_loaded):
     from pathlib import Path
 
     import ovss_ros
-    from ovss_ros.model_loading import load_blip
+    from ovss_ros.pnp_ovss.model_loading import load_blip
 
     trained = load_blip(str(Path(ovss_ros.__file__).parent / "data" / "toy_blip"), device="cpu",
                         local_files_only=True)

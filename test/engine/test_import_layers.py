@@ -9,7 +9,9 @@ import ovss_ros
 
 PKG = Path(ovss_ros.__file__).parent
 LAYERS = ["engine", "toy_world", "evaluation", "ros", "demo", "fleet"]       # low to high
-ENGINE_SUBPACKAGES = {"pgseg"}        # the second method is part of the engine: no rclpy, no higher layer
+# the engine's shared face and the two methods: no rclpy, no higher layer
+ENGINE_SUBPACKAGES = {"engine", "pnp_ovss", "pgseg"}
+METHOD_PACKAGES = ("ovss_ros.pnp_ovss", "ovss_ros.pgseg")
 
 
 def _layer(module: str) -> str:
@@ -49,6 +51,21 @@ def test_no_module_imports_a_higher_layer():
             if target.startswith("ovss_ros.msg") or target.startswith("ovss_ros.srv"):
                 continue                                    # generated ROS interfaces
             if LAYERS.index(_layer(target)) > mine:
+                wrong.append(f"{module} imports {target}")
+    assert not wrong, wrong
+
+
+def test_ros_layer_uses_the_engine_face_only():
+    """The node, the bag tools, the fleet and the demo reach the engine through `ovss_ros` and
+    `ovss_ros.engine` (methods by name through engine.methods), never into a method's folder."""
+    wrong = []
+    for path in PKG.rglob("*.py"):
+        rel = path.relative_to(PKG.parent).with_suffix("")
+        if rel.parts[1] not in ("ros", "fleet", "demo"):
+            continue
+        module = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        for target in _imports(path, module):
+            if target.startswith(METHOD_PACKAGES):
                 wrong.append(f"{module} imports {target}")
     assert not wrong, wrong
 
@@ -159,17 +176,18 @@ def test_cycle_finder_sees_cycles():
 
 
 def test_imports_resolve_to_the_modules_they_load(tmp_path):
-    known = {"ovss_ros", "ovss_ros.pgseg", "ovss_ros.pgseg.model", "ovss_ros.segmenter", "ovss_ros.result"}
+    known = {"ovss_ros", "ovss_ros.pgseg", "ovss_ros.pgseg.model", "ovss_ros.engine", "ovss_ros.engine.segmenter",
+             "ovss_ros.engine.result"}
     src = tmp_path / "segmenter.py"
-    src.write_text("def f():\n    from .pgseg import model, __version__\n    from . import segmenter\n"
+    src.write_text("def f():\n    from ..pgseg import model, __version__\n    from . import segmenter\n"
                    "from .result import Result\nimport ovss_ros.pgseg\nimport numpy.linalg\nfrom ovss_ros.msg import X\n")
-    assert _dependencies(src, "ovss_ros.segmenter", known) == \
-        {"ovss_ros.pgseg", "ovss_ros.pgseg.model", "ovss_ros.segmenter", "ovss_ros.result"}
+    assert _dependencies(src, "ovss_ros.engine.segmenter", known) == \
+        {"ovss_ros.pgseg", "ovss_ros.pgseg.model", "ovss_ros.engine.segmenter", "ovss_ros.engine.result"}
 
 
 def test_root_lazy_exports_count_as_imports():
     lazy = _lazy_exports(PKG / "__init__.py", "ovss_ros")
-    assert {"ovss_ros.segmenter", "ovss_ros.pgseg.segmenter"} <= lazy
+    assert {"ovss_ros.pnp_ovss.segmenter", "ovss_ros.pgseg.segmenter"} <= lazy
 
 
 def test_no_import_cycles():

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from ovss_ros.model_loading import ModelLoadError, load_blip
+from ovss_ros.engine.loading import ModelLoadError
+from ovss_ros.pnp_ovss.model_loading import load_blip
 
 
 def test_local_directory_loads_offline_through_the_normal_path(tiny_dir, monkeypatch):
@@ -65,7 +66,9 @@ import sys
 sys.modules["rclpy"] = None          # any 'import rclpy' now raises ImportError
 import numpy as np
 from ovss_ros import Segmenter
-from ovss_ros import cli, class_presence, gradcam, postprocess, salience_dropout, visualize
+from ovss_ros import cli
+from ovss_ros.engine import visualize
+from ovss_ros.pnp_ovss import class_presence, gradcam, postprocess, salience_dropout
 seg = Segmenter.from_pretrained({str(tiny_dir)!r}, preset="tiny", device="cpu")
 seg.set_vocabulary(["dog", "tree"])
 print(seg.segment(np.zeros((20, 30, 3), np.uint8)).labels.shape)

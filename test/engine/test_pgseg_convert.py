@@ -12,12 +12,12 @@ import torch.nn.functional as F
 
 import pgseg_checkpoints as ckpts
 import pgseg_reference as ref
-from ovss_ros.model_loading import ModelLoadError
+from ovss_ros.engine.loading import ModelLoadError
 from ovss_ros.pgseg import checkpoint_file
 from ovss_ros.pgseg.convert import ConversionError, convert, infer_config, main, one_line, rename
 from ovss_ros.pgseg.loading import PGSegCheck
 from ovss_ros.pgseg.model import PGSegModel, project, text_embeddings, vision_forward
-from ovss_ros.segmenter import Segmenter
+from ovss_ros.engine.segmenter import Segmenter
 
 SMALL_HEADS = dict(vision_heads=ckpts.SMALL["num_heads"], text_heads=ckpts.SMALL["text_heads"])
 HEAD_ARGS = ["--vision-heads", str(ckpts.SMALL["num_heads"]), "--text-heads", str(ckpts.SMALL["text_heads"])]

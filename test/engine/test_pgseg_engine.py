@@ -7,13 +7,13 @@ from PIL import Image
 
 from ovss_ros.cli import main as segment_main
 from ovss_ros.evaluation.cli import main as eval_main
-from ovss_ros.image_io import ImageError
-from ovss_ros.model_loading import ModelLoadError
+from ovss_ros.engine.image_io import ImageError
+from ovss_ros.engine.loading import ModelLoadError
 from ovss_ros.pgseg import inference
 from ovss_ros.pgseg.config import PGSEG_PRESETS, make_pgseg_config
 from ovss_ros.pgseg.segmenter import PGSegSegmenter
-from ovss_ros.prompts import VocabularyError
-from ovss_ros.segmenter import Segmenter
+from ovss_ros.engine.vocabulary import VocabularyError
+from ovss_ros.engine.segmenter import Segmenter
 
 VOCAB = ["red", "green", "blue", "dog"]
 

@@ -16,7 +16,7 @@ import pgseg_reference as ref
 from ovss_ros.pgseg import inference, segmenter
 from ovss_ros.pgseg.convert import main as convert_main
 from ovss_ros.pgseg.model import PrototypeRegularizer
-from ovss_ros.segmenter import Segmenter
+from ovss_ros.engine.segmenter import Segmenter
 
 CLASSES = ["red car", "blue sky", "green tree", "road", "person", "dog"]
 SHORT, CROP, STRIDE = 96, 64, 32

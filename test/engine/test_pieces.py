@@ -4,8 +4,8 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from ovss_ros import class_presence, postprocess, salience_dropout
-from ovss_ros.prompts import build_prompts, enc_token_id
+from ovss_ros.pnp_ovss import class_presence, postprocess, salience_dropout
+from ovss_ros.pnp_ovss.prompts import build_prompts, enc_token_id
 
 
 # -- Salience Dropout ------------------------------------------------------------------------------
@@ -151,7 +151,7 @@ def test_enc_token_falls_back_to_blip_convention(tiny_loaded):
 
 
 def test_parse_overrides_types_follow_the_parameters():
-    from ovss_ros.config import parse_overrides
+    from ovss_ros.engine.config import parse_overrides
 
     got = parse_overrides(["dropout_rounds=2", "drop_fraction=0.05", "postprocess=none", "presence_top_k=none",
                            "double_count_first_pass=false", "gradcam_layer=all", "gradcam_head = 3"])

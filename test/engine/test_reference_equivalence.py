@@ -3,9 +3,9 @@ against the paper preset when it is asked to do the same work."""
 import numpy as np
 import pytest
 
-from ovss_ros.config import make_config
-from ovss_ros.prompts import enc_token_id
-from ovss_ros.segmenter import OUTPUTS as ALL, Segmenter
+from ovss_ros.pnp_ovss.config import make_config
+from ovss_ros.pnp_ovss.prompts import enc_token_id
+from ovss_ros.engine.segmenter import OUTPUTS as ALL, Segmenter
 
 from reference_literal import segment as reference_segment
 

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from ovss_ros.config import make_config
-from ovss_ros.image_io import ImageError, to_rgb_uint8
-from ovss_ros.prompts import VocabularyError
-from ovss_ros.segmenter import OUTPUTS as ALL, Segmenter
+from ovss_ros.pnp_ovss.config import make_config
+from ovss_ros.engine.image_io import ImageError, to_rgb_uint8
+from ovss_ros.engine.vocabulary import VocabularyError
+from ovss_ros.engine.segmenter import OUTPUTS as ALL, Segmenter
 
 
 @pytest.fixture
@@ -157,8 +157,8 @@ def test_reduced_postprocess_resolution_returns_full_size(seg):
 def test_paper_preset_on_salesforce_shaped_model(tmp_path, rgb):
     """Layer 7 / head 9 and the 384 -> 336 position interpolation on a model shaped like the real checkpoints'
     text side (12 layers x 12 heads) and patching (16 px, trained at 384), kept thin so it runs fast."""
-    from ovss_ros.model_loading import load_blip
-    from ovss_ros.tiny_model import build_blip, save_model
+    from ovss_ros.pnp_ovss.model_loading import load_blip
+    from ovss_ros.pnp_ovss.tiny_model import build_blip, save_model
 
     model, processor = build_blip(["dog", "tree", "sky"], image_size=384, patch_size=16, vision_hidden=32,
                                   vision_layers=1, vision_heads=2, text_hidden=96, text_layers=12,

@@ -2,8 +2,8 @@
 collapsed), and names the model's tokenizer reads as the same tokens are duplicates, for both methods."""
 import pytest
 
-from ovss_ros.prompts import VocabularyError, normalize_name, normalize_vocabulary, refuse_same_tokens
-from ovss_ros.segmenter import Segmenter
+from ovss_ros.engine.vocabulary import VocabularyError, normalize_name, normalize_vocabulary, refuse_same_tokens
+from ovss_ros.engine.segmenter import Segmenter
 
 VOCAB = ["red circle", "plain green", "dog"]
 
@@ -71,8 +71,8 @@ def test_names_the_tokenizer_reads_alike_are_duplicates(segmenters, method, pair
 @pytest.mark.parametrize("method,pair", [("pnp_ovss", ["green", "gr\u00e9en"]), ("pgseg", ["red-circle", "red - circle"])])
 def test_the_checkers_without_weights_refuse_them_too(tiny_blip_dir, tiny_pgseg_dir, method, pair):
     """What the node holds from configure on (config and tokenizer only)."""
-    from ovss_ros.config import make_config
-    from ovss_ros.model_check import ModelCheck
+    from ovss_ros.pnp_ovss.config import make_config
+    from ovss_ros.pnp_ovss.model_check import ModelCheck
     from ovss_ros.pgseg.config import make_pgseg_config
     from ovss_ros.pgseg.loading import PGSegCheck
 
@@ -86,7 +86,7 @@ def test_the_checkers_without_weights_refuse_them_too(tiny_blip_dir, tiny_pgseg_
 
 
 def test_present_classes_are_looked_up_normalised():
-    from ovss_ros.segmenter import resolve_present
+    from ovss_ros.engine.segmenter import resolve_present
 
     assert resolve_present(VOCAB, ["PLAIN\u200b  green", "\uff44og", 0]) == [0, 1, 2]
     with pytest.raises(VocabularyError, match="not in the vocabulary"):

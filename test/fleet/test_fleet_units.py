@@ -126,7 +126,7 @@ def test_a_stop_request_interrupts_and_closes_the_sink(bag_tree):
 def test_engine_node_and_bag_segment_run_without_ray():
     """Ray is the fleet's optional dependency: the rest imports and works with it made unimportable."""
     code = ("import sys; sys.modules['ray'] = None\n"
-            "import ovss_ros, ovss_ros.segmenter, ovss_ros.cli, ovss_ros.ros.node, ovss_ros.ros.bag_segment\n"
+            "import ovss_ros, ovss_ros.pnp_ovss.segmenter, ovss_ros.cli, ovss_ros.ros.node, ovss_ros.ros.bag_segment\n"
             "print('ok', any(k == 'ray' or k.startswith('ray.') for k in sys.modules if sys.modules[k]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
     assert out.returncode == 0 and "ok False" in out.stdout, out.stderr[-2000:]

@@ -35,7 +35,7 @@ def test_offline_segmentation_round_trip(tmp_path, tiny_model_dir, storage):
     original, result = read_bag(src), read_bag(out)
     assert set(original) <= set(result)          # every original message, byte for byte, at its time
 
-    from ovss_ros.segmenter import Segmenter
+    from ovss_ros.engine.segmenter import Segmenter
     seg = Segmenter.from_pretrained(tiny_model_dir, preset="tiny", device="cpu", presence="all")
     seg.set_vocabulary(VOCAB)
     types = {"labels": Image, "confidence": Image, "overlay": Image, "masks": SegmentationMasks,
@@ -103,7 +103,7 @@ def test_offline_segmentation_with_pgseg_detected_from_the_checkpoint(tmp_path, 
     assert run.returncode == 0, run.stderr[-3000:]
     assert "3 frames segmented (0 skipped) from 2 camera topic(s)" in run.stdout
 
-    from ovss_ros.segmenter import Segmenter
+    from ovss_ros.engine.segmenter import Segmenter
     seg = Segmenter.from_pretrained(str(tiny_pgseg_dir), preset="tiny", device="cpu", top_k=None)
     assert seg.method == "pgseg"
     seg.set_vocabulary(VOCAB)

@@ -36,7 +36,7 @@ def generate_test_description():
         share = ament.get_package_share_directory("ovss_ros")
     except Exception as exc:  # noqa: BLE001 - PackageNotFoundError or a missing AMENT_PREFIX_PATH
         pytest.skip(f"ovss_ros is not installed in an ament prefix ({exc}); colcon build it first")
-    from ovss_ros.tiny_model import build_blip, save_model
+    from ovss_ros.pnp_ovss.tiny_model import build_blip, save_model
 
     model_dir = tempfile.mkdtemp(prefix="ovss_launch_model_")
     save_model(*build_blip(["red", "circle", "dog"], architecture="tiny", seed=0), model_dir)

@@ -3,7 +3,7 @@ one preset name serves both methods, the engine state works with PGSeg's checker
 of the wrong kind is refused by the method's checker with one message naming both."""
 import pytest
 
-from ovss_ros.model_loading import ModelLoadError
+from ovss_ros.engine.loading import ModelLoadError
 from ovss_ros.pgseg.config import PGSEG_PRESETS, PGSegConfig, make_pgseg_config
 from ovss_ros.ros import params
 from ovss_ros.ros.engine_state import EngineState
@@ -47,7 +47,7 @@ def test_parameter_names_map_to_their_method():
 def test_class_map_threshold_per_method():
     assert config_threshold(make_pgseg_config("tiny")) == make_pgseg_config("tiny").background_threshold
     assert config_threshold(make_pgseg_config("tiny", background="never")) == 0.0
-    from ovss_ros.config import make_config
+    from ovss_ros.pnp_ovss.config import make_config
 
     assert config_threshold(make_config("tiny")) == make_config("tiny").presence_threshold
     assert class_map_threshold("pnp_ovss", {"presence_threshold": 0.3}.get) == 0.3

@@ -13,8 +13,8 @@ from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from ovss_ros.config import make_config
-from ovss_ros.prompts import normalize_vocabulary
+from ovss_ros.pnp_ovss.config import make_config
+from ovss_ros.engine.vocabulary import normalize_vocabulary
 from ovss_ros.ros import outputs
 from ovss_ros.ros.node import OvssNode
 from ovss_ros.ros.params import all_specs, check_node_value

@@ -14,7 +14,7 @@ from std_msgs.msg import String
 from ovss_ros.msg import ClassMap, SegmentationMasks
 from ovss_ros.ros import qos
 from ovss_ros.srv import SetVocabulary
-from ovss_ros.visualize import class_color, overlay
+from ovss_ros.engine.visualize import class_color, overlay
 from rostest_helpers import T0, assert_scores_agree_with_labels, diagnostic_values, image_msg, raw_image, scene, to_array, wait_until, write_bag
 
 NS = "/ovss_topics"

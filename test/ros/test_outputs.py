@@ -3,9 +3,9 @@ and colours, LabelInfo (the test-only vision_msgs that setup.sh builds stands in
 import numpy as np
 from std_msgs.msg import Header
 
-from ovss_ros.result import SegmentationResult
+from ovss_ros.engine.result import SegmentationResult
 from ovss_ros.ros import outputs
-from ovss_ros.visualize import class_color
+from ovss_ros.engine.visualize import class_color
 from rostest_helpers import assert_scores_agree_with_labels, stamp, to_array
 
 
@@ -15,8 +15,9 @@ def result(n_classes, labels):
     present = np.zeros(n_classes, bool)
     present[ids - 1] = True
     scores = np.stack([np.where(labels == i, 0.9, 0.2 + 0.1 * k) for k, i in enumerate(ids)]).astype(np.float32)
-    return SegmentationResult(labels, names, np.linspace(0, 1, n_classes, dtype=np.float32), present, ids,
-                              scores, np.full(labels.shape, 0.5, np.float32))
+    return SegmentationResult(labels=labels, class_names=names, class_ids=ids, present=present,
+                              presence=np.linspace(0, 1, n_classes, dtype=np.float32), presence_kind="itm_probability",
+                              class_maps=scores, confidence=np.full(labels.shape, 0.5, np.float32))
 
 
 def header():

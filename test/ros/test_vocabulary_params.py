@@ -2,8 +2,8 @@
 (the docs' parameter table: test_param_table.py)."""
 import pytest
 
-from ovss_ros.config import SegmenterConfig, make_config
-from ovss_ros.prompts import VocabularyError
+from ovss_ros.pnp_ovss.config import SegmenterConfig, make_config
+from ovss_ros.engine.vocabulary import VocabularyError
 from ovss_ros.ros import params
 from ovss_ros.ros.engine_state import EngineState
 from ovss_ros.ros.vocabulary import VocabularyTextError, parse_vocabulary_text, vocabulary_names
@@ -47,7 +47,7 @@ class CountingSegmenter:
 
 @pytest.fixture(scope="module")
 def checker(tiny_blip_dir):
-    from ovss_ros.model_check import ModelCheck
+    from ovss_ros.pnp_ovss.model_check import ModelCheck
 
     return ModelCheck.from_pretrained(str(tiny_blip_dir), local_files_only=True)
 

@@ -42,7 +42,7 @@ def _table(seg, scenes, sigma: float = 0.0, coarse: ReliabilityTable = None) -> 
 
 
 def _load(path):
-    from ovss_ros.segmenter import Segmenter
+    from ovss_ros.engine.segmenter import Segmenter
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return Segmenter.from_pretrained(str(path), preset="tiny", device="cpu")

@@ -4,7 +4,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from ovss_ros.config import parse_overrides
+from ovss_ros.engine.config import parse_overrides
 from ovss_ros.evaluation.cli import main
 
 

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from ovss_ros.config import make_config
+from ovss_ros.pnp_ovss.config import make_config
 from ovss_ros.evaluation.datasets import ToyWorld
 from ovss_ros.evaluation.runner import baselines, evaluate
 from ovss_ros.toy_world import MODEL_DIR
@@ -24,8 +24,8 @@ FLOOR_PRESENCE_F1 = 0.95
 
 @pytest.fixture(scope="module")
 def segmenter():
-    from ovss_ros.model_loading import load_blip
-    from ovss_ros.segmenter import Segmenter
+    from ovss_ros.pnp_ovss.model_loading import load_blip
+    from ovss_ros.engine.segmenter import Segmenter
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return Segmenter(load_blip(str(MODEL_DIR), device="cpu"), make_config("tiny"))
@@ -60,7 +60,7 @@ def test_end_to_end_beats_floor(segmenter, scenes):
 
 def test_heldout_itm_accuracy(segmenter):
     from ovss_ros.toy_world.train import class_prompts, evaluate_itm
-    from ovss_ros.prompts import enc_token_id
+    from ovss_ros.pnp_ovss.prompts import enc_token_id
     from ovss_ros.toy_world.world import class_names, heldout_scenes
 
     model, tok = segmenter.model, segmenter.loaded.tokenizer
@@ -80,15 +80,12 @@ class _TensorFace:
         return self.seg.set_vocabulary(names)
 
     def segment(self, rgb, present=None):
-        import numpy as np
         import torch
 
         res = self.seg.segment_torch(torch.from_numpy(rgb), present)
-        present_mask = np.zeros(len(self.seg.vocabulary), bool)
-        present_mask[res.present] = True
 
         class _R:
-            labels, present = res.labels.numpy(), present_mask
+            labels, present = res.labels.numpy(), res.present
         return _R
 
 

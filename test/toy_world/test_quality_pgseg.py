@@ -19,7 +19,7 @@ FLOOR_ITM = 0.15      # mIoU, end to end (top-4 image filter); measured 0.186 (0
 
 @pytest.fixture(scope="module")
 def segmenter():
-    from ovss_ros.segmenter import Segmenter
+    from ovss_ros.engine.segmenter import Segmenter
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return Segmenter.from_pretrained(str(PGSEG_MODEL_DIR), preset="tiny", device="cpu")

@@ -20,10 +20,10 @@ def _run(tmp_path, name, **kw):
 
 
 def test_few_steps_train_log_save_and_load_offline(tmp_path, monkeypatch):
-    from ovss_ros.model_loading import load_blip
-    from ovss_ros.segmenter import Segmenter
-    from ovss_ros.config import make_config
-    from ovss_ros.tiny_model import build_blip
+    from ovss_ros.pnp_ovss.model_loading import load_blip
+    from ovss_ros.engine.segmenter import Segmenter
+    from ovss_ros.pnp_ovss.config import make_config
+    from ovss_ros.pnp_ovss.tiny_model import build_blip
 
     init, _ = build_blip([], seed=1, **SMALL)
     r = _run(tmp_path, "a")
@@ -71,8 +71,8 @@ def test_lr_schedule_warms_up_then_decays():
 
 
 def test_grouped_image_projections_change_no_number_and_no_gradient():
-    from ovss_ros.prompts import enc_token_id
-    from ovss_ros.tiny_model import build_blip
+    from ovss_ros.pnp_ovss.prompts import enc_token_id
+    from ovss_ros.pnp_ovss.tiny_model import build_blip
     from ovss_ros.toy_world.world import vocabulary_words
 
     model, proc = build_blip(vocabulary_words("pattern"), seed=2, **SMALL)

@@ -15,7 +15,7 @@ SMALL = dict(image_size=96, patch_size=8, hidden=32, heads=2, depths=(1, 1, 1), 
 
 @pytest.mark.parametrize("npr", [True, False], ids=["npr", "no_npr"])
 def test_few_steps_train_save_and_segment(tmp_path, monkeypatch, npr):
-    from ovss_ros.segmenter import Segmenter
+    from ovss_ros.engine.segmenter import Segmenter
     from ovss_ros.toy_world.world import class_names, make_scene, scene_seed
 
     r = tp.train(tmp_path / "m", npr=npr, steps=3, batch=4, warmup=1, seed=1, model_args=SMALL, quiet=True,

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from ovss_ros.tiny_model import word_tokenizer
+from ovss_ros.pnp_ovss.tiny_model import word_tokenizer
 from ovss_ros.toy_world.sequence import make_sequence
 from ovss_ros.toy_world.world import (HELDOUT_OFFSET, class_names, make_scene, object_mask, scene_seed,
                                       vocabulary_words)

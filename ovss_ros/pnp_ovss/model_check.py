@@ -7,8 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from .config import SegmenterConfig, check_vision_dtype
-from .prompts import PromptBatch, build_prompts, enc_token_id, normalize_vocabulary, refuse_same_tokens
+from ..engine.config import check_vision_dtype
+from ..engine.loading import dtype_name, hub_errors, resolve_dtype_name
+from ..engine.methods import check_method
+from ..engine.vocabulary import normalize_vocabulary, refuse_same_tokens
+from .config import SegmenterConfig
+from .prompts import PromptBatch, build_prompts, enc_token_id
 
 
 class ModelCheck:
@@ -27,8 +31,6 @@ class ModelCheck:
 
     @classmethod
     def from_loaded(cls, loaded) -> "ModelCheck":
-        from .model_loading import dtype_name
-
         return cls(loaded.model.config, loaded.tokenizer, loaded.name,
                    dtype_name(next(loaded.model.parameters()).dtype))
 
@@ -39,9 +41,6 @@ class ModelCheck:
         A checkpoint that is not BLIP (e.g. GroupViT) is one ModelLoadError naming both kinds. `dtype`: what
         the weights will be loaded as."""
         from transformers import AutoConfig, AutoTokenizer
-
-        from .model_loading import hub_errors, resolve_dtype_name
-        from .pgseg.loading import check_method
 
         name, weights = str(model), resolve_dtype_name(dtype)
         with hub_errors(name, local_files_only) as offline:

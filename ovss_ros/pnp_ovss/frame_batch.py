@@ -4,7 +4,7 @@ The ViT runs once for the batch; class presence and every GradCAM round are one 
 frames' captions (text_pass.itm_pass), reusing the frames' cross-attention keys/values; post-processing runs
 per frame. Between the upload of the frames and the download of what the caller asked for, the host waits
 for the device only where a decision or a CPU library needs the numbers — each such place is listed in
-HOST_SYNCS and marked `# host sync` below; test/engine/test_host_syncs.py counts them.
+HOST_SYNCS and marked `# host sync` below; a test counts them with engine.profiling.count_host_syncs.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..engine.result import FrameOutput
 from . import class_presence, gradcam, postprocess, salience_dropout
 from .config import CONFIDENCE_CRF_WEIGHT
 from .text_pass import ImageKV, image_kv, stack
@@ -35,17 +36,6 @@ class FrameInput:
     present: Optional[list[int]]          # forced classes (vocabulary indices), None = class presence
     rgb_host: Optional[np.ndarray] = None     # H x W x 3 uint8, the numpy face's frame (for DenseCRF)
     rgb_device: Optional[torch.Tensor] = None  # H x W x 3 uint8 on the device, the tensor face's frame
-
-
-@dataclass
-class FrameOutput:
-    """Device tensors; the extras are None unless asked for."""
-    labels: torch.Tensor                  # [H, W] int64 label ids
-    presence: np.ndarray                  # [C] probability per class (NaN where not computed)
-    present: list[int]                    # vocabulary indices segmented, ascending
-    confidence: Optional[torch.Tensor] = None
-    class_maps: Optional[torch.Tensor] = None
-    raw_maps: Optional[torch.Tensor] = None
 
 
 def _reuse_presence(device: torch.device, selected: int, total: int) -> bool:

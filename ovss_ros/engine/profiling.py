@@ -21,6 +21,7 @@ the same memory, and a host tensor created before the count is taken for a devic
 """
 from __future__ import annotations
 
+import time
 import weakref
 from collections import Counter
 from contextlib import contextmanager
@@ -197,3 +198,25 @@ def sync_device(device) -> None:
     device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+class Stopwatch:
+    """Seconds per stage. On a GPU, stage laps wait for the device only when profiling (a wait per stage
+    would serialise the host and the device); `total` is always measured after the results are ready."""
+
+    def __init__(self, device: torch.device, profile: bool):
+        self.device = device
+        self.sync = profile
+        self.times: dict[str, float] = {}
+        self.t0 = self.t = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        if self.sync:
+            sync_device(self.device)      # the model's device, not the current one
+        now = time.perf_counter()
+        self.times[stage] = self.times.get(stage, 0.0) + now - self.t
+        self.t = now
+
+    def finish(self) -> dict:
+        self.times["total"] = time.perf_counter() - self.t0
+        return self.times

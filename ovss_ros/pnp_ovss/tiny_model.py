@@ -111,7 +111,7 @@ def save_model(model, processor, directory: Path) -> Path:
     return directory
 
 
-if __name__ == "__main__":   # python -m ovss_ros.tiny_model OUT_DIR [words...]: a random-weight tiny checkpoint
+if __name__ == "__main__":   # python -m ovss_ros.pnp_ovss.tiny_model OUT_DIR [words...]: a random-weight tiny checkpoint
     import sys
 
     out_dir = Path(sys.argv[1])
