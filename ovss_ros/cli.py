@@ -9,11 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .engine.loading import MODEL_DTYPES
-from .pnp_ovss.config import PRESETS
 from .engine.config import parse_overrides
-from .pgseg.config import PGSEG_PRESETS
-from .engine.loading import DEFAULT_MODEL
+from .engine.loading import DEFAULT_MODEL, MODEL_DTYPES
+from .engine.methods import METHODS, REGISTRY, config_class
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,11 +21,12 @@ def build_parser() -> argparse.ArgumentParser:
     voc.add_argument("--classes", help='comma-separated class names, e.g. "person,chair,floor"')
     voc.add_argument("--vocabulary-file", type=Path, help="one class name per line")
     p.add_argument("--model", default=DEFAULT_MODEL, help="Hugging Face id or local directory (default: %(default)s)")
-    p.add_argument("--method", default=None, choices=["pnp_ovss", "pgseg"],
+    p.add_argument("--method", default=None, choices=METHODS,
                    help="segmentation method (default: what the checkpoint is: BLIP -> pnp_ovss, GroupViT -> pgseg)")
-    p.add_argument("--preset", default=None, help=f"engine preset: {', '.join(sorted(PRESETS))} for pnp_ovss, "
-                   f"{', '.join(sorted(PGSEG_PRESETS))} for pgseg (default: the method's published protocol, "
-                   "paper / pgseg)")
+    presets = "; ".join(f"{', '.join(config_class(m).preset_names())} for {m}" for m in METHODS)
+    published = " / ".join(REGISTRY[m].default_preset for m in METHODS)
+    p.add_argument("--preset", default=None, help=f"engine preset: {presets} (default: the method's published "
+                   f"protocol, {published})")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--dtype", default="float32", choices=MODEL_DTYPES)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

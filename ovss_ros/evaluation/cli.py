@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from ..engine.config import parse_overrides
+from ..engine.methods import METHODS
 from .datasets import PROTOCOLS, READERS, open_dataset
 from .report import save, summary_line
 from .runner import baselines, evaluate
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--world", default="pattern", choices=["pattern", "shape"], help="toy world kind")
     ap.add_argument("--n", type=int, default=200, help="toy world: number of held-out scenes")
     ap.add_argument("--limit", type=int, default=None, help="score only the first N images")
-    ap.add_argument("--method", default=None, choices=["pnp_ovss", "pgseg"],
+    ap.add_argument("--method", default=None, choices=METHODS,
                     help="segmentation method (default: what --model is; pnp_ovss when no model is given)")
     ap.add_argument("--model", default=None, help="checkpoint (default: the method's embedded toy model for "
                     "--dataset toy, Salesforce/blip-itm-large-flickr otherwise)")

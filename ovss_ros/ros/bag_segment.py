@@ -11,6 +11,7 @@ import sys
 import time
 
 from ovss_ros.engine.loading import MODEL_DTYPES
+from ovss_ros.engine.methods import METHODS
 
 from .bag_io import detect_storage
 from .output_size import size_problem
@@ -25,7 +26,7 @@ def add_segmentation_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--vocabulary", required=True, help='class names: "red car, dog" or a JSON list')
     ap.add_argument("--topics", nargs="+", help="image topics to segment (default: every Image/CompressedImage)")
     ap.add_argument("--model", default="Salesforce/blip-itm-large-flickr", help="Hub id or local directory")
-    ap.add_argument("--method", choices=["pnp_ovss", "pgseg"],
+    ap.add_argument("--method", choices=METHODS,
                     help="segmentation method (default: what the checkpoint is: BLIP -> pnp_ovss, GroupViT -> pgseg)")
     ap.add_argument("--preset", default="realtime",
                     help="engine preset: realtime (default) or tiny, for either method; paper (pnp_ovss), "
