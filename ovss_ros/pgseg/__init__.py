@@ -1,4 +1,4 @@
 """PGSeg (GroupViT + non-learnable prototypical regularization): the engine's second, gradient-free method.
 
-`PGSegSegmenter` has the same face as the PnP-OVSS `Segmenter`; `Segmenter.from_pretrained(..., method="pgseg")`
-(or a GroupViT checkpoint) returns one."""
+`PGSegSegmenter` (segmenter.py) is a `Segmenter` (engine/segmenter.py), as PnP-OVSS's is;
+`Segmenter.from_pretrained` on a GroupViT / PGSeg checkpoint (or with method="pgseg") returns one."""

@@ -33,6 +33,13 @@ def _imports(path: Path, module: str):
                 yield node.module
 
 
+def test_every_source_folder_is_a_package():
+    """setup.py's find_packages installs only folders with an __init__.py; a folder of modules without one
+    would work from the checkout and be missing from an install."""
+    folders = {p.parent for p in PKG.rglob("*.py")}
+    assert not sorted(f for f in folders if not (f / "__init__.py").exists())
+
+
 def test_every_subpackage_has_a_layer():
     subpackages = {p.parent.name for p in PKG.glob("*/__init__.py")}
     known = set(LAYERS) | ENGINE_SUBPACKAGES
