@@ -4,7 +4,8 @@ The lifecycle contract (docs/ros_node.md has it as a table): configure reads the
 against the model's config and tokenizer, and creates the publishers, the vocabulary topic and service and
 the worker; activate loads the model if it is not loaded and subscribes to the cameras; deactivate
 unsubscribes and frees the model and its GPU memory; cleanup releases everything; shutdown does too and ends
-the process when the node owns it. rclpy's state machine is the only record of the state."""
+the process when the node owns it. rclpy's state machine is the only record of the state. The node builds
+the parts' collaborators (parts.py) once and wires the frame pipeline, vocabulary path and overlay thread."""
 from __future__ import annotations
 
 import sys

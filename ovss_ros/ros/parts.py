@@ -175,7 +175,7 @@ class VocabularyEngine(Protocol):
 class EngineSlot:
     """The engine of the current configuration, or None (unconfigured): the node puts it in at configure and
     takes it out at cleanup; the vocabulary path, which outlives configurations, reads it here."""
-    engine: Optional[Any] = None
+    engine: Optional[VocabularyEngine] = None
 
 
 class OutputSizes(Protocol):
