@@ -42,7 +42,7 @@ def resolve_present(vocab: Sequence[str], present: Optional[Sequence[Union[str, 
     index = {n.casefold(): i for i, n in enumerate(vocab)}
     out = set()
     for p in present:
-        if isinstance(p, (int, np.integer)) and 0 <= int(p) < len(vocab):
+        if isinstance(p, (int, np.integer)) and not isinstance(p, bool) and 0 <= int(p) < len(vocab):
             out.add(int(p))
         elif isinstance(p, str) and normalize_name(p).casefold() in index:
             out.add(index[normalize_name(p).casefold()])
@@ -61,7 +61,8 @@ class Segmenter:
 
     What a method supplies: `method`, `presence_kind`, `config_class` (class attributes); `_load` (a
     classmethod building it from a checkpoint or an in-memory model); `_check_config`; `_prepare_text`
-    (check a vocabulary, cache its text, return the names); `_numpy_input` / `_tensor_input` (one frame as
+    (check a vocabulary, cache its text, return the names; a refused one raises VocabularyError before
+    changing anything); `_numpy_input` / `_tensor_input` (one frame as
     the model takes it); `_run_frames` (the method's steps on a batch, one FrameOutput per frame); and
     optionally `_config_changed`."""
 
@@ -155,8 +156,7 @@ class Segmenter:
             try:
                 self.set_vocabulary(vocab)
             except VocabularyError:
-                self._config = old
-                self.set_vocabulary(vocab)
+                self._config = old       # a refused vocabulary changed nothing: the old text is in place
                 raise
         self._config_changed()
         return new

@@ -354,7 +354,7 @@ def test_forced_classes_are_the_classes_segmented(seg, present, ids):
             assert not labels.any() and float(r.confidence.max()) == 0
 
 
-@pytest.mark.parametrize("present", [["striped red"], ["plain"], [3], [-1], [None]])
+@pytest.mark.parametrize("present", [["striped red"], ["plain"], [3], [-1], [None], [True]])
 def test_a_forced_class_outside_the_vocabulary_is_refused(seg, reference, present):
     with pytest.raises(VocabularyError, match="not in the vocabulary"):
         seg.segment(frame(), present=present)
