@@ -82,6 +82,8 @@ def window_scores(group_index: torch.Tensor, scores: torch.Tensor, background: O
 
 def stitch(windows: Sequence[tuple[int, int, int, int]], logits: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """mmseg's slide average: window logits [n, K, h, w] added into place and divided by the overlap count."""
+    if len(windows) == 1 and tuple(windows[0]) == (0, height, 0, width):
+        return logits[0]                                   # one window over the frame: the average is itself
     out = logits.new_zeros(logits.shape[1], height, width)
     count = logits.new_zeros(1, height, width)
     for (y1, y2, x1, x2), lg in zip(windows, logits):

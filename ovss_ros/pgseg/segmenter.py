@@ -1,5 +1,6 @@
 """PGSeg (Zhang et al., NeurIPS 2023: GroupViT with prototype regularization) behind the engine's face: the
-vocabulary's text embeddings are cached, then each frame takes one encoder pass per window and no gradient."""
+vocabulary's text embeddings are cached, then a batch of frames takes one encoder pass (all frames' windows
+stacked, one pass per window shape) and no gradient."""
 from __future__ import annotations
 
 import os
@@ -20,13 +21,15 @@ from .loading import LoadedGroupViT, PGSegCheck, load_groupvit, wrap_groupvit
 from .model import image_embeddings, logit_scale, text_embeddings, vision_forward
 from .preprocess import preprocess, preprocess_torch
 
-# Where the host waits for the device per frame (after the frame's upload, before the caller's downloads),
-# each marked `# host sync` below; test/engine/test_host_syncs.py counts them with ovss_ros.profiling.
+# Where the host waits for the device (after the frames' upload, before the caller's downloads), each marked
+# `# host sync` below; test/engine/test_host_syncs.py counts them with ovss_ros.profiling.
 HOST_SYNCS = {
     "kept_classes": "which classes compete (top-k or present) decides the channels scored and the result's "
-                    "class list: the kept ids' nonzero and their download (counted 2, one wait in effect)",
-    "presence": "the tensor face returns the image-level class probabilities as a numpy array: one download",
-    "present": "present= given: its class indices go up to build the keep mask (the caller's host data)",
+                    "class list: the batch's kept-class masks [frames, C] come down in one download per batch",
+    "presence": "the tensor face returns the image-level class probabilities as a numpy array: one download "
+                "per frame",
+    "present": "present= given for a frame of the batch: the batch's forced classes go up as one mask, one "
+               "upload per batch (the caller's host data)",
 }
 
 
@@ -87,6 +90,8 @@ class PGSegSegmenter(Segmenter):
 
     # -- frames ---------------------------------------------------------------------------------
     def _numpy_input(self, rgb: np.ndarray):
+        if self._device_preprocessing():        # the uint8 frame goes up once; the tensor face's steps there
+            return self._tensor_input(torch.from_numpy(rgb).to(self.device))
         return self.preprocess(rgb), rgb.shape[:2]
 
     def _tensor_input(self, frame: torch.Tensor):
@@ -100,12 +105,20 @@ class PGSegSegmenter(Segmenter):
         return torch.from_numpy(preprocess(rgb, self.input_size, cfg.resize, self.loaded.image_mean,
                                            self.loaded.image_std)).to(self.device)
 
-    def _keep_mask(self, present) -> Optional[torch.Tensor]:
-        if present is None:
-            return None
-        keep = torch.zeros(len(self._names), dtype=torch.bool, device=self.device)
-        keep[present] = True                                    # host sync: present
-        return keep
+    def _keep_masks(self, presents: Sequence) -> list:
+        """Per frame, its forced classes as a [C] bool mask on the device (None: the top-k filter decides):
+        the batch's lists go up in one upload."""
+        forced = [i for i, p in enumerate(presents) if p is not None]
+        if not forced:
+            return [None] * len(presents)
+        host = np.zeros((len(forced), len(self._names)), dtype=bool)
+        for row, i in enumerate(forced):
+            host[row, list(presents[i])] = True
+        masks = torch.from_numpy(host).to(self.device)                     # host sync: present
+        out = [None] * len(presents)
+        for row, i in enumerate(forced):
+            out[i] = masks[row]
+        return out
 
     def _encode(self, crops: torch.Tensor):
         """(pixel->group index [n, h, w], group embeddings [n, G, P], pooled embeddings [n, P]) of windows."""
@@ -117,29 +130,58 @@ class PGSegSegmenter(Segmenter):
         groups, pooled = image_embeddings(self.model, vision)
         return groups_index, groups, pooled, vision.assignments
 
+    def _windows(self, h: int, w: int) -> list[tuple[int, int, int, int]]:
+        cfg = self._config
+        return inference.window_origins(h, w, cfg.crop_size, cfg.crop_stride) if cfg.crop_size else [(0, h, 0, w)]
+
+    def _decode_batch(self, xs: Sequence[torch.Tensor], presents: Sequence) -> list[dict]:
+        """decode_windows of several frames with one encoder pass per window shape: all of a frame's windows
+        share one shape (crop_size squares, or the frame where it is smaller), so frames of one shape stack."""
+        cfg = self._config
+        windows = [self._windows(*x.shape[-2:]) for x in xs]
+        by_shape: dict[tuple[int, int], list[int]] = {}
+        for f, wins in enumerate(windows):
+            y1, y2, x1, x2 = wins[0]
+            by_shape.setdefault((y2 - y1, x2 - x1), []).append(f)
+        encoded: list = [None] * len(xs)
+        for frames in by_shape.values():
+            crops = torch.stack([xs[f][:, y1:y2, x1:x2] for f in frames for y1, y2, x1, x2 in windows[f]])
+            index, groups, pooled, assignments = self._encode(crops)
+            start = 0
+            for f in frames:            # each frame's windows: a contiguous slice of the pass
+                s = slice(start, start + len(windows[f]))
+                encoded[f] = (index[s], groups[s], pooled[s], [a[s] for a in assignments])
+                start = s.stop
+        keeps = self._keep_masks(presents)
+        out = []
+        for f, (index, groups, pooled, assignments) in enumerate(encoded):
+            scores, image, mask = inference.group_class_scores(groups, pooled, self._text, logit_scale(self.model),
+                                                               cfg.top_k, keeps[f])
+            out.append(dict(windows=windows[f], group_index=index, scores=scores, image=image, kept=mask,
+                            groups=groups, assignments=assignments))
+        return out
+
     def decode_windows(self, x: torch.Tensor, present=None) -> dict:
         """Steps 1-2 of the decode on one preprocessed frame [3, H', W']: the windows, each pixel's group
         [n, h, w], the group-class scores Q * P [n, G, C], the image-level probabilities [n, C] and the kept
         classes [n, C] (top-k, or `present`). Public so that tests and tools can look inside."""
-        cfg = self._config
-        h, w = x.shape[-2:]
-        windows = (inference.window_origins(h, w, cfg.crop_size, cfg.crop_stride) if cfg.crop_size
-                   else [(0, h, 0, w)])
-        crops = torch.stack([x[:, y1:y2, x1:x2] for y1, y2, x1, x2 in windows])
-        index, groups, pooled, assignments = self._encode(crops)
-        scores, image, mask = inference.group_class_scores(groups, pooled, self._text, logit_scale(self.model),
-                                                           cfg.top_k, self._keep_mask(present))
-        return dict(windows=windows, group_index=index, scores=scores, image=image, kept=mask,
-                    groups=groups, assignments=assignments)
+        return self._decode_batch([x], [present])[0]
 
-    def _frame(self, x: torch.Tensor, out_hw: tuple[int, int], present, watch) -> dict:
+    def _frames(self, xs: Sequence[torch.Tensor], out_hws: Sequence[tuple[int, int]], presents: Sequence,
+                watch) -> list[dict]:
+        """Labels and maps of a batch of preprocessed frames."""
+        decoded = self._decode_batch(xs, presents)
+        watch.lap("vision")
+        kept_rows = torch.stack([d["kept"].any(dim=0) for d in decoded])      # [F, C]
+        kept_host = kept_rows.cpu().numpy()                                   # host sync: kept_classes
+        return [self._frame_labels(x, d, kept_rows[f], np.flatnonzero(kept_host[f]).tolist(), out_hws[f], watch)
+                for f, (x, d) in enumerate(zip(xs, decoded))]
+
+    def _frame_labels(self, x: torch.Tensor, d: dict, kept_row: torch.Tensor, kept: list, out_hw: tuple[int, int],
+                      watch) -> dict:
         cfg = self._config
         h, w = x.shape[-2:]
-        d = self.decode_windows(x, present)
-        watch.lap("vision")
         windows, index, scores, image = d["windows"], d["group_index"], d["scores"], d["image"]
-        channels = torch.nonzero(d["kept"].any(dim=0))[:, 0]            # host sync: kept_classes
-        kept = channels.tolist()
         presence = image.mean(dim=0)
         if not kept:            # forced to nothing (present=[]): all background, as PnP-OVSS answers
             zeros = torch.zeros((0, *out_hw), device=self.device)
@@ -147,6 +189,8 @@ class PGSegSegmenter(Segmenter):
             return dict(labels=torch.zeros(out_hw, dtype=torch.long, device=self.device), kept=[],
                         presence=presence, full=zeros, raw=torch.zeros((0, h, w), device=self.device), offset=0,
                         empty=True)
+        # the kept ids on the device without an upload: a stable sort puts them first, in ascending order
+        channels = torch.sort((~kept_row).to(torch.uint8), stable=True).indices[:len(kept)]
         bg = cfg.background_threshold if cfg.background == "threshold" else None
         # the others score 0 everywhere (Q is 0 outside the kept set): only the kept channels are resized
         logits = inference.window_scores(index, scores.index_select(-1, channels), bg)
@@ -185,7 +229,7 @@ class PGSegSegmenter(Segmenter):
         forced = self._start([present], 1)[0]
         rgb = to_rgb_uint8(image, self._config.max_image_pixels)
         x = self.preprocess(rgb)
-        o = self._frame(x, rgb.shape[:2], forced, Stopwatch(self.device, False))
+        o = self._frames([x], [rgb.shape[:2]], [forced], Stopwatch(self.device, False))[0]
         labels = o["labels"].cpu().numpy()
         if o.get("empty"):
             return labels, [np.zeros(rgb.shape[:2], np.float32) for _ in temperatures]
@@ -195,9 +239,10 @@ class PGSegSegmenter(Segmenter):
 
     @torch.no_grad()
     def _run_frames(self, inputs, forced, want, watch) -> list[FrameOutput]:
+        """The batch's windows go through the encoder together (one pass per window shape)."""
+        frames = self._frames([x for x, _ in inputs], [hw for _, hw in inputs], forced, watch)
         outs = []
-        for (x, out_hw), present in zip(inputs, forced):
-            o = self._frame(x, out_hw, present, watch)
+        for o, (_, out_hw) in zip(frames, inputs):
             if "confidence" not in want:
                 o["confidence"] = None
             elif o.get("empty"):
