@@ -17,7 +17,12 @@ the count, results of device ops). Reads of host tensors are free and not counte
 seen through a TorchFunctionMode (`torch.from_numpy`, which skips it, is wrapped for the duration),
 data-dependent ops through a TorchDispatchMode, so a CPU test can hold the engine to its budget
 (frame_batch.HOST_SYNCS, pgseg.segmenter.HOST_SYNCS). Limits: on a CPU run a moved tensor is a new alias of
-the same memory, and a host tensor created before the count is taken for a device one.
+the same memory, and a host tensor created before the count is taken for a device one; `.to("cpu")` of a
+device tensor is a download only beside a real accelerator (on the CPU standing in for one it names the
+device itself).
+
+`count_device_to_host_bytes(device)` counts the same reads in bytes (what crosses the bus device -> host),
+so a test can hold each output set to its size (test/engine/test_device_transfers.py).
 """
 from __future__ import annotations
 
@@ -92,10 +97,19 @@ def _target(name: str, args, kwargs):
     return None
 
 
+def _is_host(device) -> bool:
+    return device is not None and torch.device(device).type == "cpu"
+
+
 class _Reads(TorchFunctionMode):
-    def __init__(self, counts: Counter, place: _Placement):
+    def __init__(self, counts: Counter, place: _Placement, copied: Counter):
         super().__init__()
-        self.counts, self.place = counts, place
+        self.counts, self.place, self.copied = counts, place, copied
+
+    def _read(self, name: str, t) -> None:
+        self.counts[name] += 1
+        if isinstance(t, torch.Tensor):     # the whole tensor comes down (an item: one element)
+            self.copied[name] += t.numel() * t.element_size()
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -105,11 +119,15 @@ class _Reads(TorchFunctionMode):
         host_in = bool(tensors) and all(place.on_host(t) for t in tensors)
         if name in _READS:
             if not place.on_host(args[0]):
-                self.counts[name] += 1
+                self._read(name, args[0])
             out = func(*args, **kwargs)
             if name == "cpu" and isinstance(out, torch.Tensor):
                 out = place.mark(out if out is not args[0] else out.view_as(out), True)
             return out
+        if name == "to" and place.device.type != "cpu" and tensors and not place.on_host(tensors[0]) and \
+                _is_host(_target(name, args, kwargs)):
+            self._read("to(cpu)", tensors[0])
+            return place.mark(func(*args, **kwargs), True)
         if name in ("to", "cuda", "as_tensor") and tensors and place.on_host(tensors[0]) and \
                 place.is_target(_target(name, args, kwargs)):
             pinned_async = kwargs.get("non_blocking", False) and tensors[0].is_pinned()
@@ -171,13 +189,11 @@ def _bool_index(args) -> bool:
 
 
 @contextmanager
-def count_host_syncs(device: Union[str, torch.device, None] = None):
-    """`with count_host_syncs(device) as counts:` -> a Counter of host-sync operations by name, as they would
-    be with the model on `device` (default: the current accelerator if there is one, else the CPU taken as
-    one; pass the model's device)."""
+def _counting(device):
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     counts: Counter = Counter()
+    copied: Counter = Counter()
     place = _Placement(torch.device(device))
     from_numpy = torch.from_numpy
 
@@ -186,10 +202,29 @@ def count_host_syncs(device: Union[str, torch.device, None] = None):
 
     torch.from_numpy = host_from_numpy
     try:
-        with _Reads(counts, place), _DataDependent(counts, place):
-            yield counts
+        with _Reads(counts, place, copied), _DataDependent(counts, place):
+            yield counts, copied
     finally:
         torch.from_numpy = from_numpy
+
+
+@contextmanager
+def count_host_syncs(device: Union[str, torch.device, None] = None):
+    """`with count_host_syncs(device) as counts:` -> a Counter of host-sync operations by name, as they would
+    be with the model on `device` (default: the current accelerator if there is one, else the CPU taken as
+    one; pass the model's device)."""
+    with _counting(device) as (counts, _):
+        yield counts
+
+
+@contextmanager
+def count_device_to_host_bytes(device: Union[str, torch.device, None] = None):
+    """`with count_device_to_host_bytes(device) as copied:` -> a Counter of the bytes read from the device to
+    the host, by read (`cpu`, `tolist`, `item`, ...; sum(copied.values()) is the total), as they would be with
+    the model on `device` (the same stand-in as count_host_syncs). A host tensor's reads cost nothing, so
+    `.cpu().numpy()` counts once."""
+    with _counting(device) as (_, copied):
+        yield copied
 
 
 def sync_device(device) -> None:

@@ -3,7 +3,7 @@
 order, built by keyword; only where the arrays live differs. Every field's meaning is written here once.
 
 - labels: [H, W] class ids at the frame's size: 0 = background, k = class_names[k - 1]. uint8 (numpy uint16,
-  tensor int32 above 254 classes).
+  tensor int32 above 254 classes), cast on the model's device before any copy.
 - class_names: the vocabulary, in label order.
 - class_ids: [K] int64, the label ids of the segmented classes, ascending.
 - present: [C] bool, True for the classes that were segmented (class_ids - 1 are its True indices).
@@ -11,15 +11,20 @@ order, built by keyword; only where the arrays live differs. Every field's meani
   "itm_probability" (PnP-OVSS: BLIP's image-text match probability of each class on its own, NaN where not
   computed, e.g. presence "all" or forced classes) or "vocabulary_softmax" (PGSeg: a softmax over the
   vocabulary of the image-level similarities, averaged over windows; it sums to 1 over the classes).
-- confidence: [H, W] float32 in [0, 1], an estimate of the probability that the pixel's label is right
-  (calibrated on held-out scenes, docs/confidence.md). None unless asked for.
-- class_maps: [K, H, W] float32 in [0, 1], per segmented class (order of class_ids), the score the label is
-  chosen from. Relative evidence, not a probability: PnP-OVSS min-max normalises each class per frame; PGSeg's
+- confidence: [H, W] float32 in [0, 1] (see "Score dtype"), an estimate of the probability that the pixel's
+  label is right (calibrated on held-out scenes, docs/confidence.md). None unless asked for.
+- class_maps: [K, H, W] float32 in [0, 1] (see "Score dtype"), per segmented class (order of class_ids), the
+  score the label is chosen from. Relative evidence, not a probability: PnP-OVSS min-max normalises each class per frame; PGSeg's
   are its group-class scores. None unless asked for.
 - raw_maps: [K, h, w] float32, per segmented class, the method's maps before upsampling and post-processing:
   PnP-OVSS the accumulated Salience Dropout GradCAM maps on the model's g x g patch grid; PGSeg the stitched
   group-class scores at the model input's resolution. None unless asked for.
 - timings: stage -> seconds of the call (on a GPU, without profiling, work queued rather than finished).
+
+Score dtype: a call's `score_dtype="uint8"` (both faces, both methods) returns confidence and class_maps as
+uint8 levels round(255 x) instead of float32 (the only fields whose dtype can differ), quantised on the
+model's device, so a consumer that wants 8 bits (the ROS node's mono8 images) copies a quarter of the bytes.
+raw_maps stay float32 (they are not in [0, 1]).
 
 The extras cost: at full resolution they outweigh the labels (a 1080p frame with 12 classes: ~100 MB of class
 maps), so a call computes only those it is asked for (`outputs=`).
@@ -36,18 +41,23 @@ PRESENCE_KINDS = ("itm_probability", "vocabulary_softmax")
 
 
 @dataclass(kw_only=True)
-class SegmentationResult:
-    """The numpy face's result: arrays on the host (see the module docstring for each field)."""
-    labels: np.ndarray
+class _Fields:
+    """The fields both results have, in this order (their meanings: the module docstring)."""
+    labels: Union[np.ndarray, torch.Tensor]
     class_names: tuple
     class_ids: np.ndarray
     present: np.ndarray
     presence: np.ndarray
     presence_kind: str
-    confidence: Optional[np.ndarray] = None
-    class_maps: Optional[np.ndarray] = None
-    raw_maps: Optional[np.ndarray] = None
+    confidence: Optional[Union[np.ndarray, torch.Tensor]] = None
+    class_maps: Optional[Union[np.ndarray, torch.Tensor]] = None
+    raw_maps: Optional[Union[np.ndarray, torch.Tensor]] = None
     timings: dict = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class SegmentationResult(_Fields):
+    """The numpy face's result: every array on the host."""
 
     def summary(self) -> dict:
         counts = np.bincount(self.labels.ravel(), minlength=len(self.class_names) + 1)
@@ -66,19 +76,9 @@ class SegmentationResult:
 
 
 @dataclass(kw_only=True)
-class TensorResult:
+class TensorResult(_Fields):
     """The tensor face's result: labels and extras stay on the model's device; class_ids, present and
     presence are on the host (they decided which classes were segmented)."""
-    labels: torch.Tensor
-    class_names: tuple
-    class_ids: np.ndarray
-    present: np.ndarray
-    presence: np.ndarray
-    presence_kind: str
-    confidence: Optional[torch.Tensor] = None
-    class_maps: Optional[torch.Tensor] = None
-    raw_maps: Optional[torch.Tensor] = None
-    timings: dict = field(default_factory=dict)
 
 
 @dataclass

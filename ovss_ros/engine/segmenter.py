@@ -23,6 +23,9 @@ from .vocabulary import VocabularyError, normalize_name
 
 # What segment() can return: labels always; the others only when asked for.
 OUTPUTS = ("labels", "confidence", "class_maps", "raw_maps")
+# How confidence and class maps come back (result.py): float32 in [0, 1], or "uint8" levels round(255 x)
+# made on the model's device before the copy (a quarter of the bytes; what mono8 images publish).
+SCORE_DTYPES = ("float32", "uint8")
 
 
 def check_outputs(outputs: Collection[str]) -> frozenset:
@@ -51,8 +54,34 @@ def resolve_present(vocab: Sequence[str], present: Optional[Sequence[Union[str, 
     return sorted(out)
 
 
+def check_score_dtype(score_dtype: str) -> str:
+    if score_dtype not in SCORE_DTYPES:
+        raise ValueError(f"score_dtype={score_dtype!r}: expected one of {list(SCORE_DTYPES)}")
+    return score_dtype
+
+
+def score_levels(t: torch.Tensor) -> torch.Tensor:
+    """Scores in [0, 1] -> uint8 levels round(255 x), on the tensor's device (as numpy's round: half to even)."""
+    return t.float().clamp(0, 1).mul(255).round().to(torch.uint8)
+
+
+def _scores(t: Optional[torch.Tensor], score_dtype: str) -> Optional[torch.Tensor]:
+    if t is None:
+        return None
+    return score_levels(t) if score_dtype == "uint8" else t.float()
+
+
 def _host(t) -> Optional[np.ndarray]:
-    return None if t is None else t.float().cpu().numpy()
+    return None if t is None else t.cpu().numpy()        # one download, of what the caller asked for
+
+
+def _device_labels(labels: torch.Tensor, classes: int, numpy: bool) -> torch.Tensor:
+    """Label ids in the result's dtype, cast on the device so that only those bytes are copied: uint8 up to
+    254 classes, above that int32 (tensor face) or int16 holding the numpy face's uint16 bit pattern (torch
+    before 2.3 has no uint16; the host views it as uint16)."""
+    if classes <= 254:
+        return labels.to(torch.uint8)
+    return labels.to(torch.int16 if numpy else torch.int32)
 
 
 class Segmenter:
@@ -69,6 +98,7 @@ class Segmenter:
     method = ""
     presence_kind = ""
     config_class = None
+    score_dtypes = SCORE_DTYPES      # what score_dtype= takes (the ROS outputs ask for uint8 where offered)
 
     def __new__(cls, loaded=None, config=None):
         """`Segmenter(loaded, config)` builds the loaded model's method (as `from_pretrained` does)."""
@@ -199,12 +229,17 @@ class Segmenter:
 
     @torch.no_grad()
     def segment_batch(self, images: Sequence, presents: Optional[Sequence] = None,
-                      outputs: Collection[str] = ("labels",)) -> list[SegmentationResult]:
+                      outputs: Collection[str] = ("labels",),
+                      score_dtype: str = "float32") -> list[SegmentationResult]:
         """Segment several frames (e.g. one per camera; sizes may differ), batched where the method can;
         results in input order. `presents`: per frame, forced classes (names or indices: the classes to
         segment instead of the method's own choice, e.g. ground truth) or None. A bad frame raises for the
-        whole batch (ImageError), as segment() would for it alone."""
+        whole batch (ImageError), as segment() would for it alone. `score_dtype`: see SCORE_DTYPES.
+
+        With the model on an accelerator each frame goes up as uint8 and is resized and normalised there (the
+        tensor face's steps); on the CPU the method's reference resampling runs on the host."""
         want = check_outputs(outputs)
+        check_score_dtype(score_dtype)
         forced = self._start(presents, len(images))
         if not images:
             return []
@@ -213,21 +248,24 @@ class Segmenter:
         inputs = [self._numpy_input(rgb) for rgb in rgbs]
         watch.lap("preprocess")
         outs = self._run_frames(inputs, forced, want, watch)
-        return self._timed([self._numpy_result(o) for o in outs], watch)   # the download of what was asked for
+        # the download of what was asked for, each field cast to its result dtype first
+        return self._timed([self._numpy_result(o, score_dtype) for o in outs], watch)
 
     def segment(self, image, present: Optional[Sequence[Union[str, int]]] = None,
-                outputs: Collection[str] = ("labels",)) -> SegmentationResult:
+                outputs: Collection[str] = ("labels",), score_dtype: str = "float32") -> SegmentationResult:
         """Segment one RGB image (numpy H x W [x 3|4] or PIL). `present` forces the classes to segment.
-        `outputs`: what to return besides labels (see OUTPUTS)."""
-        return self.segment_batch([image], [present], outputs)[0]
+        `outputs`: what to return besides labels (see OUTPUTS); `score_dtype`: see SCORE_DTYPES."""
+        return self.segment_batch([image], [present], outputs, score_dtype)[0]
 
     @torch.no_grad()
     def segment_torch_batch(self, frames: Sequence[torch.Tensor], presents: Optional[Sequence] = None,
-                            outputs: Collection[str] = ("labels",)) -> list[TensorResult]:
+                            outputs: Collection[str] = ("labels",),
+                            score_dtype: str = "float32") -> list[TensorResult]:
         """The tensor face: H x W x 3 uint8 tensors (on any device) in, tensors on the model's device out.
         Resize and normalisation run on the device; nothing goes to the host but what the method's
         HOST_SYNCS lists."""
         want = check_outputs(outputs)
+        check_score_dtype(score_dtype)
         forced = self._start(presents, len(frames))
         if not frames:
             return []
@@ -236,12 +274,18 @@ class Segmenter:
         inputs = [self._tensor_input(check_frame_tensor(f, max_pixels).to(self.device)) for f in frames]
         watch.lap("preprocess")
         outs = self._run_frames(inputs, forced, want, watch)
-        return self._timed([self._tensor_result(o) for o in outs], watch)
+        return self._timed([self._tensor_result(o, score_dtype) for o in outs], watch)
 
     def segment_torch(self, frame: torch.Tensor, present: Optional[Sequence[Union[str, int]]] = None,
-                      outputs: Collection[str] = ("labels",)) -> TensorResult:
+                      outputs: Collection[str] = ("labels",), score_dtype: str = "float32") -> TensorResult:
         """One frame through the tensor face (see segment_torch_batch)."""
-        return self.segment_torch_batch([frame], [present], outputs)[0]
+        return self.segment_torch_batch([frame], [present], outputs, score_dtype)[0]
+
+    def _device_preprocessing(self) -> bool:
+        """The numpy face resizes and normalises on the model's device (the uint8 frame goes up once; no host
+        resampling) unless that is the CPU, where the method's reference resampling stays exact. Tests force
+        it to hold the device path to its tolerance."""
+        return self.device.type != "cpu"
 
     def _numpy_input(self, rgb: np.ndarray):
         raise NotImplementedError
@@ -264,17 +308,22 @@ class Segmenter:
         n = len(self._names)
         present = np.zeros(n, dtype=bool)
         present[o.present] = True
-        presence = o.presence if isinstance(o.presence, np.ndarray) else _host(o.presence)   # host sync
+        presence = o.presence if isinstance(o.presence, np.ndarray) else _host(o.presence.float())   # host sync
         return dict(class_names=self._names, class_ids=np.asarray([i + 1 for i in o.present], np.int64),
                     present=present, presence=np.asarray(presence, np.float32), presence_kind=self.presence_kind)
 
-    def _numpy_result(self, o: FrameOutput) -> SegmentationResult:
-        label_dtype = np.uint8 if len(self._names) <= 254 else np.uint16
-        return SegmentationResult(labels=o.labels.cpu().numpy().astype(label_dtype), **self._common_fields(o),
-                                  confidence=_host(o.confidence), class_maps=_host(o.class_maps),
-                                  raw_maps=_host(o.raw_maps))
+    def _numpy_result(self, o: FrameOutput, score_dtype: str = "float32") -> SegmentationResult:
+        """Each field cast on the device, then copied once: labels 1 byte per pixel (2 above 254 classes),
+        scores 4 or (uint8) 1, raw maps 4."""
+        labels = _host(_device_labels(o.labels, len(self._names), numpy=True))
+        if labels.dtype == np.int16:
+            labels = labels.view(np.uint16)
+        return SegmentationResult(labels=labels, **self._common_fields(o),
+                                  confidence=_host(_scores(o.confidence, score_dtype)),
+                                  class_maps=_host(_scores(o.class_maps, score_dtype)),
+                                  raw_maps=_host(_scores(o.raw_maps, "float32")))
 
-    def _tensor_result(self, o: FrameOutput) -> TensorResult:
-        label_dtype = torch.uint8 if len(self._names) <= 254 else torch.int32
-        return TensorResult(labels=o.labels.to(label_dtype), **self._common_fields(o), confidence=o.confidence,
-                            class_maps=o.class_maps, raw_maps=o.raw_maps)
+    def _tensor_result(self, o: FrameOutput, score_dtype: str = "float32") -> TensorResult:
+        return TensorResult(labels=_device_labels(o.labels, len(self._names), numpy=False),
+                            **self._common_fields(o), confidence=_scores(o.confidence, score_dtype),
+                            class_maps=_scores(o.class_maps, score_dtype), raw_maps=o.raw_maps)

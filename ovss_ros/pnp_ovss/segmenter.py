@@ -108,6 +108,10 @@ class PnpOvssSegmenter(Segmenter):
         return out.last_hidden_state.to(param_dtype)
 
     def _numpy_input(self, rgb: np.ndarray) -> FrameInput:
+        if self._device_preprocessing():        # the uint8 frame goes up once; the tensor face's steps there
+            frame = self._tensor_input(torch.from_numpy(rgb).to(self.device))
+            frame.rgb_host, frame.rgb_device = rgb, None    # DenseCRF reads the host copy: no download
+            return frame
         pixels = preprocess(rgb, self.input_size, self.loaded.image_mean, self.loaded.image_std)
         return FrameInput(torch.from_numpy(pixels).to(self.device), rgb.shape[:2], None, rgb_host=rgb)
 

@@ -85,7 +85,8 @@ def segment_frames(seg, frames: Sequence[tuple], render: Callable) -> list[Frame
             decoded.append((i, *decode_frame(msgtype, raw, seg.config.max_image_pixels)))
         except (BadFrame, ValueError) as exc:
             out[i] = FrameResult(False, str(exc))
-    results = segment_each(seg, [rgb for _, _, rgb in decoded], BAG_OUTPUTS)
+    # scores come back as the mono8 levels written, quantised on the engine's device
+    results = segment_each(outputs.mono8_engine(seg), [rgb for _, _, rgb in decoded], BAG_OUTPUTS)
     for (i, msg, rgb), res in zip(decoded, results):
         out[i] = FrameResult(False, str(res)) if isinstance(res, Exception) else render(seg, res, rgb, msg.header)
     return out

@@ -131,7 +131,9 @@ class FramePipeline:
                                                       for k, on in w.items() if on and k in ENGINE_OUTPUT}))
             t0 = time.perf_counter()
             # any failure of the batch is redone frame by frame, so it is pinned on the frame that caused it
-            results = segment_each(seg, [r.rgb for r in ready], self.engine_outputs, batch_errors=(Exception,))
+            # scores come back as the mono8 levels published, quantised on the engine's device
+            results = segment_each(outputs.mono8_engine(seg), [r.rgb for r in ready], self.engine_outputs,
+                                   batch_errors=(Exception,))
             if s["debug_extra_latency"] > 0:   # test aid: a slow model, holding the engine like real work
                 time.sleep(s["debug_extra_latency"])
             t_engine = time.perf_counter() - t0

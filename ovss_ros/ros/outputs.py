@@ -33,9 +33,38 @@ def labels_image(labels: np.ndarray, header):
     return array_to_image(labels, "mono16" if labels.dtype == np.uint16 else "mono8", header)
 
 
+def mono8_levels(scores: np.ndarray) -> np.ndarray:
+    """Scores in [0, 1] as 0..255 levels; uint8 scores are those levels already (the engine quantised them on
+    its device: score_dtype="uint8")."""
+    if scores.dtype == np.uint8:
+        return scores
+    return np.round(np.clip(scores, 0, 1) * 255).astype(np.uint8)
+
+
+class Mono8Scores:
+    """The engine as the outputs use it: confidence and class maps come back as the mono8 levels published,
+    quantised on the model's device before the copy (a quarter of float32's bytes, and no host pass)."""
+
+    def __init__(self, seg) -> None:
+        self.segmenter = seg
+
+    def segment_batch(self, images, presents=None, outputs=("labels",)):
+        return self.segmenter.segment_batch(images, presents, outputs, score_dtype="uint8")
+
+    def segment(self, image, present=None, outputs=("labels",)):
+        return self.segmenter.segment(image, present, outputs, score_dtype="uint8")
+
+
+def mono8_engine(seg):
+    """`seg` asking for uint8 scores where it offers them (Segmenter.score_dtypes); any other engine as it is
+    (its float scores are quantised here, on the host)."""
+    dtypes = getattr(type(seg), "score_dtypes", ())
+    return Mono8Scores(seg) if isinstance(dtypes, tuple) and "uint8" in dtypes else seg
+
+
 def confidence_image(confidence: np.ndarray, header):
     """mono8, 0..255 = the estimated probability 0..1 that the pixel's label is right (docs/confidence.md)."""
-    return array_to_image(np.round(np.clip(confidence, 0, 1) * 255).astype(np.uint8), "mono8", header)
+    return array_to_image(mono8_levels(confidence), "mono8", header)
 
 
 def overlay_image(rgb: np.ndarray, labels: np.ndarray, class_names: Sequence[str], header, alpha: float = 0.5):
@@ -46,7 +75,7 @@ def overlay_image(rgb: np.ndarray, labels: np.ndarray, class_names: Sequence[str
 def class_score_image(score: np.ndarray, header):
     """mono8, 0..255 = one class's relative score 0..1 at every pixel (not only where it wins): what its label is
     chosen from, not a probability (docs/confidence.md)."""
-    return array_to_image(np.round(np.clip(score, 0, 1) * 255).astype(np.uint8), "mono8", header)
+    return array_to_image(mono8_levels(score), "mono8", header)
 
 
 def masks_message(result, header, version: int) -> SegmentationMasks:
