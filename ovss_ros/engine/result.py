@@ -14,8 +14,8 @@ order, built by keyword; only where the arrays live differs. Every field's meani
 - confidence: [H, W] float32 in [0, 1] (see "Score dtype"), an estimate of the probability that the pixel's
   label is right (calibrated on held-out scenes, docs/confidence.md). None unless asked for.
 - class_maps: [K, H, W] float32 in [0, 1] (see "Score dtype"), per segmented class (order of class_ids), the
-  score the label is chosen from. Relative evidence, not a probability: PnP-OVSS min-max normalises each class per frame; PGSeg's
-  are its group-class scores. None unless asked for.
+  score the label is chosen from. Relative evidence, not a probability: PnP-OVSS min-max normalises each
+  class per frame; PGSeg's are its group-class scores. None unless asked for.
 - raw_maps: [K, h, w] float32, per segmented class, the method's maps before upsampling and post-processing:
   PnP-OVSS the accumulated Salience Dropout GradCAM maps on the model's g x g patch grid; PGSeg the stitched
   group-class scores at the model input's resolution. None unless asked for.
