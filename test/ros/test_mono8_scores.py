@@ -69,3 +69,20 @@ def test_messages_from_device_levels_equal_those_from_float_scores(pgseg):
     assert outputs.confidence_image(res.confidence, h) == outputs.confidence_image(ref.confidence, h)
     assert outputs.masks_message(res, h, 1) == outputs.masks_message(ref, h, 1)
     assert outputs.labels_image(res.labels, h) == outputs.labels_image(ref.labels, h)
+
+
+@pytest.mark.parametrize("size", [(32, 24), (96, 72)])
+def test_resized_levels_stay_within_one_level_of_resized_floats(pgseg, size):
+    """output_size resizes what the engine returned: levels now, floats before (then quantised): the
+    published images differ by at most one level."""
+    from ovss_ros.ros.output_size import resize_result
+
+    rgb = scene(48, 64)
+    want = ("labels", "confidence", "class_maps")
+    ref = resize_result(pgseg.segment(rgb, outputs=want), size)
+    res = resize_result(segment_each(outputs.mono8_engine(pgseg), [rgb], want)[0], size)
+    assert res.confidence.dtype == res.class_maps.dtype == np.uint8
+    for ours, theirs in ((res.confidence, ref.confidence), (res.class_maps, ref.class_maps)):
+        gap = np.abs(ours.astype(int) - outputs.mono8_levels(theirs).astype(int))
+        assert ours.shape == theirs.shape and gap.max() <= 1, gap.max()
+    np.testing.assert_array_equal(res.labels, ref.labels)
