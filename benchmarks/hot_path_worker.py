@@ -38,7 +38,8 @@ def camera_frame(h: int, w: int, camera: int = 0) -> np.ndarray:
 
 def counter():
     """This checkout's host-sync counter, whatever version of ovss_ros is being measured."""
-    spec = importlib.util.spec_from_file_location("ovss_profiling", HERE.parent / "ovss_ros" / "profiling.py")
+    spec = importlib.util.spec_from_file_location("ovss_profiling",
+                                                  HERE.parent / "ovss_ros" / "engine" / "profiling.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod.count_host_syncs
@@ -63,7 +64,8 @@ def main() -> None:
     device = torch.device(args.device)
     model, processor = build_blip(CLASSES, architecture=args.arch, seed=0, real_vocab=True)
     model.eval().requires_grad_(False).to(device, getattr(torch, args.dtype))
-    loaded = LoadedModel(model, processor.tokenizer, CLIP_MEAN, CLIP_STD, model.config.vision_config.image_size,
+    tokenizer = getattr(processor, "tokenizer", processor)     # the tokenizer alone without pillow/torchvision
+    loaded = LoadedModel(model, tokenizer, CLIP_MEAN, CLIP_STD, model.config.vision_config.image_size,
                          device, f"random BLIP-{args.arch}")
     w, h = (int(v) for v in args.size.split("x"))
     frame = camera_frame(h, w)

@@ -1,14 +1,37 @@
-"""Turn whatever image a caller has into the engine's input: RGB uint8, H x W x 3."""
+"""Turn whatever image a caller has into the engine's input: RGB uint8, H x W x 3.
+
+Pillow is optional (a bare CUDA machine has torch, transformers and OpenCV only): the numpy face's host resize
+imports it on first use and, without it, resizes as `preprocess_torch` does (within one 8-bit level of PIL).
+"""
 from __future__ import annotations
+
+import functools
+import logging
+import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 
 class ImageError(ValueError):
     """The image cannot be segmented; the message says why."""
+
+
+@functools.lru_cache(maxsize=None)      # one look-up: a missing module is searched for on every import
+def _pil_image():
+    """PIL.Image, or None where pillow is not installed."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return None
+    return Image
+
+
+def _is_pil_image(obj) -> bool:
+    # a PIL image exists only once PIL.Image is imported: nothing to import here, with or without pillow
+    image = sys.modules.get("PIL.Image")
+    return image is not None and isinstance(obj, image.Image)
 
 
 def _check_size(h: int, w: int, max_pixels: int) -> None:
@@ -22,7 +45,7 @@ def _check_size(h: int, w: int, max_pixels: int) -> None:
 def to_rgb_uint8(image, max_pixels: int) -> np.ndarray:
     """Documented conversions: gray -> RGB, RGBA -> RGB (alpha ignored), uint16 -> uint8 (>> 8 with
     rounding), float in [0, 1] -> uint8. Anything else is an ImageError."""
-    if isinstance(image, Image.Image):
+    if _is_pil_image(image):
         image = np.asarray(image.convert("RGB") if image.mode not in ("L", "RGB", "RGBA", "I;16") else image)
     if not isinstance(image, np.ndarray):
         raise ImageError(f"expected a numpy array or PIL image, got {type(image).__name__}")
@@ -49,11 +72,25 @@ def to_rgb_uint8(image, max_pixels: int) -> np.ndarray:
 
 
 def preprocess(rgb: np.ndarray, size: int, mean, std) -> np.ndarray:
-    """Square warp to size x size with PIL bicubic (the reference's torchvision Resize), normalise -> 3 x S x S."""
+    """Square warp to size x size with PIL bicubic (the reference's torchvision Resize), normalise -> 3 x S x S.
+    Without pillow: `preprocess_torch` on the host (within one 8-bit level of PIL), said once in the log."""
+    Image = _pil_image()
+    if Image is None:
+        _say_no_pil()
+        x = preprocess_torch(torch.from_numpy(np.ascontiguousarray(rgb)), size,
+                             torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32))
+        return np.ascontiguousarray(x.numpy())
     img = Image.fromarray(rgb).resize((size, size), Image.BICUBIC)
     x = np.asarray(img, dtype=np.float32) / 255.0
     x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+@functools.lru_cache(maxsize=None)
+def _say_no_pil() -> None:
+    logging.getLogger(__name__).warning(
+        "pillow is not installed: frames are resized with torch's PIL-compatible bicubic (within one 8-bit level "
+        "of PIL's, the reference's); pip install pillow for PIL's own")
 
 
 def preprocess_torch(frame: torch.Tensor, size: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

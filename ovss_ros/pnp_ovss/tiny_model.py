@@ -70,7 +70,9 @@ ARCHITECTURES = {
 def build_blip(words: Iterable[str], architecture: str = "tiny", seed: int = 0, real_vocab: bool = False,
                sharpness: Optional[float] = None, **config_overrides):
     """(model, processor) with random weights. `real_vocab` pads the vocabulary to BLIP's 30524 rows.
-    `sharpness`: None keeps transformers' init; a number redraws the weights with `sharpen`."""
+    `sharpness`: None keeps transformers' init; a number redraws the weights with `sharpen`. Where transformers
+    can build no BLIP image processor (neither torchvision nor pillow) the processor is the tokenizer alone,
+    which the engine takes as well (CLIP's mean and std, as BLIP's)."""
     from transformers import BlipForImageTextRetrieval, BlipImageProcessor, BlipProcessor
 
     tokenizer = word_tokenizer(words, vocab_size=30524 if real_vocab else None)
@@ -80,7 +82,10 @@ def build_blip(words: Iterable[str], architecture: str = "tiny", seed: int = 0, 
     if sharpness is not None:
         sharpen(model, sharpness, seed)
     size = cfg.vision_config.image_size
-    image_processor = BlipImageProcessor(size={"height": size, "width": size})
+    try:
+        image_processor = BlipImageProcessor(size={"height": size, "width": size})
+    except ImportError:      # a bare machine: torch, transformers and OpenCV only
+        return model, tokenizer
     return model, BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
