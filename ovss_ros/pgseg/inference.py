@@ -70,8 +70,9 @@ def window_scores(group_index: torch.Tensor, scores: torch.Tensor, background: O
     """Per-pixel class scores [B, C(+1), h, w]: each pixel takes its group's row of `scores` [B, G, C]; with a
     `background` threshold a channel 0 is 1 where the best class is below min(threshold, max score)."""
     b, h, w = group_index.shape
-    fg = torch.gather(scores, 1, group_index.reshape(b, -1, 1).expand(-1, -1, scores.shape[-1]))
-    fg = fg.transpose(1, 2).reshape(b, -1, h, w)
+    # gathered along the group axis of [B, C, G]: the result comes out channel-major, with no transposed copy
+    rows = scores.transpose(1, 2)
+    fg = torch.gather(rows, 2, group_index.reshape(b, 1, -1).expand(-1, rows.shape[1], -1)).reshape(b, -1, h, w)
     if background is None:
         return fg
     t = torch.minimum(scores.flatten(1).max(dim=1).values,

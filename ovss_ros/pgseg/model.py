@@ -53,11 +53,18 @@ class PrototypeRegularizer(nn.Module):
         return z, mu
 
     def forward(self, x: torch.Tensor, found: Optional[tuple] = None) -> torch.Tensor:
-        """re_x [B, L, C]; `found`: (assignments, prototypes) already computed for `x`."""
+        """re_x [B, L, C] = MLP(z @ mu); `found`: (assignments, prototypes) already computed for `x`.
+
+        The first layer is linear, so it runs on the K prototypes before they are spread over the L tokens:
+        (z @ mu) W^T + b = z @ (mu W^T) + b, K x C x inner plus L x K x inner multiply-adds instead of
+        L x C x inner (stage 1 of the released model: 64 prototypes, 196 tokens; equal to float rounding)."""
         z, mu = found if found is not None else self.prototypes(x)
-        recon = z @ mu
-        b, n, c = recon.shape
-        return self.mapping_x(recon.reshape(b * n, c)).reshape(b, n, -1)   # BatchNorm1d wants [N, C]
+        first, *rest = self.mapping_x
+        hidden = torch.baddbmm(first.bias, z, F.linear(mu, first.weight))    # [B, L, inner]
+        b, n, c = hidden.shape
+        for module in rest:                                   # BatchNorm1d wants [N, C]
+            hidden = module(hidden.reshape(b * n, -1))
+        return hidden.reshape(b, n, -1)
 
 
 class PGSegModel(GroupViTModel):
@@ -101,6 +108,35 @@ def _token_assign(assign_module, image_tokens: torch.Tensor, group_tokens: torch
     return new_tokens, soft, projected
 
 
+def _qkv(attention) -> tuple[torch.Tensor, torch.Tensor]:
+    """The q, k, v projections as one [3D, D] weight and [3D] bias: one matrix product instead of three.
+    Without autograd it is kept on the module until a weight is replaced or changed in place."""
+    parts = (attention.q_proj, attention.k_proj, attention.v_proj)
+    if torch.is_grad_enabled():
+        return torch.cat([p.weight for p in parts]), torch.cat([p.bias for p in parts])
+    key = tuple((t.data_ptr(), t._version, t.dtype) for p in parts for t in (p.weight, p.bias))
+    cached = attention.__dict__.get("_fused_qkv")
+    if cached is None or cached[0] != key:
+        cached = (key, torch.cat([p.weight for p in parts]), torch.cat([p.bias for p in parts]))
+        attention.__dict__["_fused_qkv"] = cached         # a plain attribute: not in the state dict
+    return cached[1], cached[2]
+
+
+def encoder_layer(layer, x: torch.Tensor) -> torch.Tensor:
+    """transformers' GroupViTEncoderLayer (pre-norm self-attention + MLP) with the attention's core in
+    torch's scaled_dot_product_attention (no probabilities kept: nothing reads them) and q/k/v in one
+    matrix product. Equal to `layer(x, attention_mask=None)` to float rounding."""
+    attention = layer.self_attn
+    b, n, d = x.shape
+    weight, bias = _qkv(attention)
+    h = layer.layer_norm1(x)
+    q, k, v = F.linear(h, weight, bias).view(b, n, 3, attention.num_heads, attention.head_dim).permute(2, 0, 3, 1, 4)
+    out = F.scaled_dot_product_attention(q, k, v, dropout_p=attention.dropout if attention.training else 0.0,
+                                         scale=attention.scale)
+    x = x + attention.out_proj(out.transpose(1, 2).reshape(b, n, d))
+    return x + layer.mlp(layer.layer_norm2(x))
+
+
 def vision_forward(model: PGSegModel, pixel_values: torch.Tensor, use_npr: bool = True) -> VisionOutput:
     """The GroupViT image encoder with PGSeg's NPR residual before each grouping block (when the model has NPR
     and `use_npr`). Any input size whose sides are multiples of the patch size (position embeddings
@@ -123,7 +159,7 @@ def vision_forward(model: PGSegModel, pixel_values: torch.Tensor, use_npr: bool 
             tokens = None
         cat = stage.concat_x(x, tokens)
         for layer in stage.layers:
-            cat = layer(cat, attention_mask=None)
+            cat = encoder_layer(layer, cat)
         x, group_tokens = stage.split_x(cat)
         if stage.downsample is not None:
             if npr is not None:
