@@ -21,7 +21,7 @@ from packaging.requirements import Requirement
 from ovss_ros.engine import image_io
 
 ROOT = Path(__file__).resolve().parents[2]
-BARE_ROOTS = ("torch", "transformers", "opencv-python-headless")
+BARE_ROOTS = ("torch", "transformers", "opencv-python-headless", "opencv-python")   # whichever is installed
 MISSING = ("PIL", "torchvision", "scipy", "pydensecrf", "rclpy", "rosbags", "ray", "ovss_ros.msg")
 PRESENT = ("torch", "transformers", "cv2", "numpy", "tqdm", "yaml")
 MEAN, STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
