@@ -108,13 +108,20 @@ def _token_assign(assign_module, image_tokens: torch.Tensor, group_tokens: torch
     return new_tokens, soft, projected
 
 
+def _version(t: torch.Tensor) -> Optional[int]:
+    try:
+        return t._version                   # bumped by every in-place change (load_state_dict copies in place)
+    except RuntimeError:                    # a tensor made under inference_mode keeps no version counter
+        return None
+
+
 def _qkv(attention) -> tuple[torch.Tensor, torch.Tensor]:
     """The q, k, v projections as one [3D, D] weight and [3D] bias: one matrix product instead of three.
     Without autograd it is kept on the module until a weight is replaced or changed in place."""
     parts = (attention.q_proj, attention.k_proj, attention.v_proj)
     if torch.is_grad_enabled():
         return torch.cat([p.weight for p in parts]), torch.cat([p.bias for p in parts])
-    key = tuple((t.data_ptr(), t._version, t.dtype) for p in parts for t in (p.weight, p.bias))
+    key = tuple((t.data_ptr(), _version(t), t.dtype) for p in parts for t in (p.weight, p.bias))
     cached = attention.__dict__.get("_fused_qkv")
     if cached is None or cached[0] != key:
         cached = (key, torch.cat([p.weight for p in parts]), torch.cat([p.bias for p in parts]))
