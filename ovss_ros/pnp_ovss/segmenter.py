@@ -13,7 +13,7 @@ from ..engine.config import vision_autocast_dtype
 from ..engine.image_io import preprocess, preprocess_torch
 from ..engine.loading import dtype_name
 from ..engine.segmenter import Segmenter
-from . import text_pass
+from . import text_pass, vision_attention
 from .config import PRESETS, SegmenterConfig, make_config
 from .frame_batch import FrameBatch, FrameInput
 from .model_check import ModelCheck
@@ -47,7 +47,8 @@ class PnpOvssSegmenter(Segmenter):
         self.text: Optional[TextCache] = None         # the vocabulary's text, prepared once
         self._mean = torch.tensor(loaded.image_mean, dtype=torch.float32, device=loaded.device)
         self._std = torch.tensor(loaded.image_std, dtype=torch.float32, device=loaded.device)
-        self._vision_model = loaded.model.vision_model
+        # no one reads the ViT's attention probabilities: its self-attention runs fused (this model only)
+        self._vision_model = vision_attention.use_sdpa(loaded.model.vision_model)
         super().__init__(loaded, config)
         self._apply_compile()
 

@@ -1,0 +1,209 @@
+"""PnP-OVSS frames per second on the CPU: this checkout against an older main (default c01bd36), one
+interleaved run.
+
+Preset `realtime`, BLIP-base shapes with random weights (linear and patch weights redrawn at fan-in scale, so
+class maps differ and labels are no float near-ties), 640x480 frames, 20 classes, class presence by ITM keeping
+every class (presence_threshold=0). Each version runs in its own process on the same frames; frames alternate
+between the two in ABBA order so that whatever else loads the machine weighs on both alike. Reported: median
+frames/s of each, the speed-up (median of the per-pair time ratios), the share of pixels whose labels agree,
+and the machine's load average while it ran.
+
+    .venv/bin/python benchmarks/bench_cpu_speed.py                   # writes benchmarks/results/cpu_speed.json
+    .venv/bin/python benchmarks/bench_cpu_speed.py --reps 3 --out /tmp/x.json   # a quick look
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+OLD_REF = "c01bd36"        # main before the CPU-speed work (issue 18)
+CLASSES = ["person", "car", "tree", "road", "sky", "building", "dog", "chair", "table", "floor", "wall",
+           "door", "window", "bicycle", "bottle", "cup", "grass", "sign", "pole", "truck"]
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def camera_frame(h: int, w: int, camera: int) -> np.ndarray:
+    """A frame with texture and a few flat regions (each camera index its own)."""
+    rng = np.random.default_rng(camera)
+    img = rng.integers(60, 200, (h, w, 3), dtype=np.uint8)
+    img[h // 4: h // 2, w // 5: w // 2] = (200, 40, 40)
+    img[h // 2:, max(0, w // 2 - 40 * camera):] = (40, 60, 200)
+    img[: h // 5, w // 3: 2 * w // 3] = (30, 160, 60)
+    return img
+
+
+# -- worker: one version of the code in its own process ------------------------------------------------
+def worker(root: str, arch: str, sharpness: float, size: str, frames: int) -> None:
+    sys.path.insert(0, str(Path(root).resolve()))
+    import torch
+
+    try:                                   # the layout after the engine/method split
+        from ovss_ros.engine.segmenter import Segmenter
+        from ovss_ros.pnp_ovss.config import make_config
+        from ovss_ros.pnp_ovss.model_loading import LoadedModel
+        from ovss_ros.pnp_ovss.tiny_model import build_blip
+    except ImportError:                    # c01bd36: one flat package
+        from ovss_ros.config import make_config
+        from ovss_ros.model_loading import LoadedModel
+        from ovss_ros.segmenter import Segmenter
+        from ovss_ros.tiny_model import build_blip
+
+    model, processor = build_blip(CLASSES, architecture=arch, seed=0, real_vocab=True,
+                                  sharpness=sharpness if sharpness > 0 else None)
+    model.eval().requires_grad_(False)
+    tokenizer = getattr(processor, "tokenizer", processor)
+    loaded = LoadedModel(model, tokenizer, CLIP_MEAN, CLIP_STD, model.config.vision_config.image_size,
+                         torch.device("cpu"), f"random BLIP-{arch}")
+    seg = Segmenter(loaded, make_config("realtime", presence_threshold=0.0))
+    seg.set_vocabulary(CLASSES)
+    w, h = (int(v) for v in size.split("x"))
+    images = [camera_frame(h, w, c) for c in range(frames)]
+    seg.segment(images[0])                  # warm-up: caches, allocator, first-call work
+    print(json.dumps({"ready": True, "threads": torch.get_num_threads()}), flush=True)
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        if cmd["cmd"] == "quit":
+            return
+        t = time.perf_counter()
+        res = seg.segment(images[cmd["frame"]])
+        took = time.perf_counter() - t
+        np.save(cmd["labels_to"], np.asarray(res.labels))
+        print(json.dumps({"seconds": took, "timings": res.timings}), flush=True)
+
+
+class Worker:
+    def __init__(self, root: Path, args):
+        self.p = subprocess.Popen([sys.executable, __file__, "--worker", str(root), "--arch", args.arch,
+                                   "--sharpness", str(args.sharpness), "--size", args.size,
+                                   "--frames", str(args.frames)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.ready = self._read()
+
+    def _read(self) -> dict:
+        line = self.p.stdout.readline()
+        if not line:
+            raise RuntimeError(f"worker exited with {self.p.wait()}")
+        return json.loads(line)
+
+    def __call__(self, **cmd) -> dict:
+        self.p.stdin.write(json.dumps(cmd) + "\n")
+        self.p.stdin.flush()
+        return {} if cmd["cmd"] == "quit" else self._read()
+
+
+def old_checkout(ref: str) -> Path:
+    path = Path(tempfile.gettempdir()) / f"main_{ref}"
+    if not (path / "ovss_ros").is_dir():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-f", str(path), ref], check=True,
+                       stdout=subprocess.DEVNULL)
+    return path
+
+
+def measure(args) -> dict:
+    old_root = args.old or old_checkout(args.old_ref)
+    workers = {"old": Worker(old_root, args), "new": Worker(ROOT, args)}
+    seconds = {k: [] for k in workers}
+    stages = {k: [] for k in workers}
+    agree, load = [], [os.getloadavg()[0]]
+    tmp = Path(tempfile.mkdtemp())
+    for rep in range(args.reps):
+        frame = rep % args.frames
+        for k in (("old", "new") if rep % 2 == 0 else ("new", "old")):     # ABBA: neither always first
+            got = workers[k](cmd="frame", frame=frame, labels_to=str(tmp / f"{k}.npy"))
+            seconds[k].append(got["seconds"])
+            stages[k].append(got["timings"])
+        old, new = np.load(tmp / "old.npy"), np.load(tmp / "new.npy")
+        agree.append(float(np.mean(old == new)))
+        load.append(os.getloadavg()[0])
+        print(f"[bench] rep {rep}: old {seconds['old'][-1]:.3f} s, new {seconds['new'][-1]:.3f} s, "
+              f"labels agree {100 * agree[-1]:.4f} %, load {load[-1]:.2f}", flush=True)
+    for w in workers.values():
+        w(cmd="quit")
+        w.p.wait(timeout=60)
+    return {
+        "old_fps": 1.0 / statistics.median(seconds["old"]),
+        "new_fps": 1.0 / statistics.median(seconds["new"]),
+        # per pair of neighbouring frames: robust to the machine's speed drifting during the run
+        "speedup": statistics.median(o / n for o, n in zip(seconds["old"], seconds["new"])),
+        "label_agreement_mean": statistics.fmean(agree),
+        "label_agreement_min": min(agree),
+        "old_seconds": seconds["old"], "new_seconds": seconds["new"],
+        "old_stages": {s: statistics.median(t[s] for t in stages["old"]) for s in stages["old"][0]},
+        "new_stages": {s: statistics.median(t[s] for t in stages["new"]) for s in stages["new"][0]},
+        "load_average_1min": {"min": min(load), "median": statistics.median(load), "max": max(load),
+                              "samples": load},
+        "torch_threads": workers["new"].ready["threads"],
+        "old": str(args.old or args.old_ref),
+    }
+
+
+def table(r: dict) -> str:
+    return "\n".join([
+        "| | main c01bd36 | this checkout |",
+        "|---|---|---|",
+        f"| frames/s (median) | {r['old_fps']:.3f} | {r['new_fps']:.3f} |",
+        *(f"| {s} (s, median) | {r['old_stages'].get(s, 0):.3f} | {r['new_stages'].get(s, 0):.3f} |"
+          for s in ("vision", "class_presence", "gradcam", "postprocess")),
+        f"| speed-up (median per pair) | | x{r['speedup']:.2f} |",
+        f"| labels agree (mean / worst frame) | | {100 * r['label_agreement_mean']:.4f} % / "
+        f"{100 * r['label_agreement_min']:.4f} % |",
+        f"| 1-min load average (min / median / max) | | {r['load_average_1min']['min']:.2f} / "
+        f"{r['load_average_1min']['median']:.2f} / {r['load_average_1min']['max']:.2f} |",
+    ])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--arch", default="base", choices=["tiny", "base", "large"])
+    ap.add_argument("--sharpness", type=float, default=1.0,
+                    help="weights at this times fan-in scale (0: transformers' init, near-tie labels)")
+    ap.add_argument("--size", default="640x480")
+    ap.add_argument("--frames", type=int, default=4, help="distinct frames, cycled")
+    ap.add_argument("--reps", type=int, default=12, help="frames per version")
+    ap.add_argument("--old", type=Path, help="checkout to compare against (default: a worktree of --old-ref)")
+    ap.add_argument("--old-ref", default=OLD_REF)
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "cpu_speed.json")
+    args = ap.parse_args()
+    if args.worker:
+        worker(args.worker, args.arch, args.sharpness, args.size, args.frames)
+        return
+    import torch
+
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    r = measure(args)
+    result = {
+        "what": f"PnP-OVSS preset realtime, BLIP-{args.arch} shapes (random weights, {args.sharpness} x fan-in "
+                f"scale), {args.size} frames ({args.frames} distinct, cycled), {len(CLASSES)} classes, presence by "
+                f"ITM with threshold 0 (every class kept), numpy face, labels only; {args.reps} frames per version "
+                "after a warm-up, the two versions in separate processes, interleaved frame by frame (ABBA)",
+        "load_note": f"{os.cpu_count()} cores shared with other jobs: the 1-min load average was sampled after "
+                     "every pair; interleaving and medians keep the comparison fair, absolute frames/s depend on it",
+        "date": started,
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "python": platform.python_version(), "platform": platform.platform()},
+        "torch": torch.__version__,
+        **r,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(table(r))
+    print(f"[bench] wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
