@@ -115,7 +115,7 @@ def old_checkout(ref: str) -> Path:
 
 def measure(args) -> dict:
     old_root = args.old or old_checkout(args.old_ref)
-    workers = {"old": Worker(old_root, args), "new": Worker(ROOT, args)}
+    workers = {"old": Worker(old_root, args), "new": Worker(args.new or ROOT, args)}
     seconds = {k: [] for k in workers}
     stages = {k: [] for k in workers}
     agree, load = [], [os.getloadavg()[0]]
@@ -148,7 +148,59 @@ def measure(args) -> dict:
                               "samples": load},
         "torch_threads": workers["new"].ready["threads"],
         "old": str(args.old or args.old_ref),
+        "new": str(args.new or "this checkout"),
     }
+
+
+def components(reps: int) -> dict:
+    """The two changed pieces alone, old and new way alternating in this one process (median seconds):
+    BLIP-base's ViT (random weights, 336 px, one frame) with transformers' eager attention and with SDPA, and
+    the realtime blur of 21 channels at 320x240 as two conv1d passes and as two matrix products."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import BlipVisionConfig, BlipVisionModel
+
+    sys.path.insert(0, str(ROOT))
+    from ovss_ros.pnp_ovss import postprocess, vision_attention
+
+    torch.manual_seed(0)
+    vit = BlipVisionModel(BlipVisionConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                           num_attention_heads=12, image_size=384, patch_size=16))
+    vit.eval().requires_grad_(False)
+    pixels = torch.randn(1, 3, 336, 336)
+    maps, sigma = torch.rand(21, 240, 320), 16.0
+    radius = int(4.0 * sigma + 0.5)
+
+    def vit_with(install):
+        install(vit)
+        with torch.no_grad():
+            return vit(pixel_values=pixels, interpolate_pos_encoding=True).last_hidden_state
+
+    def conv_blur():
+        k = postprocess.gaussian_kernel(sigma, radius, maps.dtype, maps.device).view(1, 1, -1)
+        c, h, w = maps.shape
+        out = maps[:, postprocess._reflect_index(h, radius, "cpu")]
+        out = F.conv1d(out.permute(0, 2, 1).reshape(c * w, 1, -1), k).view(c, w, h).permute(0, 2, 1)
+        out = out[:, :, postprocess._reflect_index(w, radius, "cpu")]
+        return F.conv1d(out.reshape(c * h, 1, -1), k).view(c, h, w)
+
+    pieces = {"vit_base_336": (lambda: vit_with(vision_attention.use_eager), lambda: vit_with(vision_attention.use_sdpa)),
+              "blur_21x240x320": (conv_blur, lambda: postprocess.gaussian_blur(maps, sigma))}
+    out = {}
+    for name, (old, new) in pieces.items():
+        times = {"old": [], "new": []}
+        diff = float((old() - new()).abs().max())        # also the warm-up
+        for rep in range(reps):
+            for k in (("old", "new") if rep % 2 == 0 else ("new", "old")):
+                t = time.perf_counter()
+                (old if k == "old" else new)()
+                times[k].append(time.perf_counter() - t)
+        out[name] = {"old_s": statistics.median(times["old"]), "new_s": statistics.median(times["new"]),
+                     "speedup": statistics.median(o / n for o, n in zip(times["old"], times["new"])),
+                     "max_abs_diff": diff, "load_average_1min": os.getloadavg()[0]}
+        print(f"[bench] {name}: old {out[name]['old_s']:.3f} s, new {out[name]['new_s']:.3f} s, "
+              f"x{out[name]['speedup']:.2f}, max |diff| {diff:.1e}", flush=True)
+    return out
 
 
 def table(r: dict) -> str:
@@ -177,6 +229,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=12, help="frames per version")
     ap.add_argument("--old", type=Path, help="checkout to compare against (default: a worktree of --old-ref)")
     ap.add_argument("--old-ref", default=OLD_REF)
+    ap.add_argument("--new", type=Path, help="checkout to measure (default: this one, uncommitted edits included)")
+    ap.add_argument("--component-reps", type=int, default=10, help="reps of the per-piece timing (0: skip)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "cpu_speed.json")
     args = ap.parse_args()
     if args.worker:
@@ -186,6 +240,8 @@ def main() -> None:
 
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     r = measure(args)
+    if args.component_reps:
+        r["components"] = components(args.component_reps)
     result = {
         "what": f"PnP-OVSS preset realtime, BLIP-{args.arch} shapes (random weights, {args.sharpness} x fan-in "
                 f"scale), {args.size} frames ({args.frames} distinct, cycled), {len(CLASSES)} classes, presence by "
