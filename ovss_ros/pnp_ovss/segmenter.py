@@ -4,6 +4,7 @@ one file each in this folder; frame_batch.py runs them on a batch."""
 from __future__ import annotations
 
 import os
+import threading
 from typing import Optional
 
 import numpy as np
@@ -14,6 +15,7 @@ from ..engine.image_io import preprocess, preprocess_torch
 from ..engine.loading import dtype_name
 from ..engine.segmenter import Segmenter
 from . import text_pass, vision_attention
+from .compiled import CompiledPasses, warm_up
 from .config import PRESETS, SegmenterConfig, make_config
 from .frame_batch import FrameBatch, FrameInput
 from .model_check import ModelCheck
@@ -101,11 +103,15 @@ class PnpOvssSegmenter(Segmenter):
     # -- frames ---------------------------------------------------------------------------------
     def vision(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Image tokens [F, N+1, D] of model inputs [F, 3, S, S] (no gradient: GradCAM starts at the text)."""
+        return self.run_vision(self._vision_model, pixel_values)
+
+    def run_vision(self, vision_model, pixel_values: torch.Tensor) -> torch.Tensor:
+        """vision() through `vision_model` (the ViT or its compiled form) under this model's settings."""
         param_dtype = next(self.model.parameters()).dtype
         cast = vision_autocast_dtype(self._config.vision_dtype, dtype_name(param_dtype), self.device)
         with torch.no_grad(), torch.autocast(self.device.type, dtype=getattr(torch, cast or "float32"),
                                              enabled=cast is not None):
-            out = self._vision_model(pixel_values=pixel_values.to(param_dtype), interpolate_pos_encoding=True)
+            out = vision_model(pixel_values=pixel_values.to(param_dtype), interpolate_pos_encoding=True)
         return out.last_hidden_state.to(param_dtype)
 
     def _numpy_input(self, rgb: np.ndarray) -> FrameInput:
@@ -127,17 +133,31 @@ class PnpOvssSegmenter(Segmenter):
 
     # -- compilation ------------------------------------------------------------------------------
     def _apply_compile(self) -> None:
-        """compile=torch_compile: the ViT and the text layers go through torch.compile (PyTorch 2); the first
-        frame of each new shape pays the compilation."""
-        compiled = self._config.compile == "torch_compile"
-        if compiled == (self._vision_model is not self.model.vision_model):
-            return
-        if compiled:
-            self._vision_model = torch.compile(self.model.vision_model, dynamic=False)
-        else:
-            self._vision_model = self.model.vision_model
+        """compile=torch_compile: the ViT and the text layers go through torch.compile (PyTorch 2), compiled
+        on a thread of its own (compiled.py); frames run eager until it is done (wait_compiled)."""
+        want = self._config.compile == "torch_compile"
+        if "_compile_swap" not in vars(self):
+            self._compile_swap = threading.Lock()     # only for swapping passes: never held while compiling
+            self.compiled: Optional[CompiledPasses] = None
+            self._text_span = None
+        with self._compile_swap:
+            if want == (self.compiled is not None):
+                return
+            self.compiled = CompiledPasses(self.model) if want else None
+            self._vision_model, self._text_span = self.model.vision_model, None
+        if want:
+            self.compiled.start(lambda passes: warm_up(self, passes), self._use_compiled)
+
+    def _use_compiled(self, passes: CompiledPasses) -> None:
+        with self._compile_swap:
+            if self.compiled is passes:    # still wanted: compile was not switched off (or on anew) meanwhile
+                self._vision_model, self._text_span = passes.vision, passes.text
+
+    def wait_compiled(self, timeout: Optional[float] = None) -> bool:
+        """compile=torch_compile: wait for the compilation; True once frames run compiled."""
+        passes = self.compiled
+        return passes is not None and passes.wait(timeout) and self._text_span is passes.text
 
     def itm(self, prefix, kv, image_bias=None, capture=()):
-        """text_pass.itm_pass on this model (compiled when compile=torch_compile)."""
-        return text_pass.itm_pass(self.model, prefix, kv, image_bias, capture,
-                                  compiled=self._config.compile == "torch_compile")
+        """text_pass.itm_pass on this model (compiled once compile=torch_compile's compilation is done)."""
+        return text_pass.itm_pass(self.model, prefix, kv, image_bias, capture, span=self._text_span)

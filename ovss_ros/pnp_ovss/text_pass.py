@@ -105,7 +105,7 @@ def image_kv(model, image_embeds: torch.Tensor) -> ImageKV:
 
 
 def itm_pass(model, prefix: TextPrefix, kv: ImageKV, image_bias: Optional[torch.Tensor] = None,
-             capture: Iterable[int] = (), compiled: bool = False) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+             capture: Iterable[int] = (), span=None) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """ITM logits [B, 2] of every caption against its frame, and the cross-attention probabilities of the
     `capture` layers, in a graph that starts at the first of them ([F, heads, C*T, N+1], captions folded into
     the query axis).
@@ -113,46 +113,66 @@ def itm_pass(model, prefix: TextPrefix, kv: ImageKV, image_bias: Optional[torch.
     `prefix` rows are frame-major: B = F x C, rows f*C .. f*C+C-1 see frame f. `image_bias` [F, N+1] is
     added to every cross-attention score of its frame (0 or -max: attention-mode Salience Dropout).
     Differentiate the logits with respect to the captured probabilities for GradCAM: only the layers from the
-    first captured one on record a graph. `compiled`: run the layers through torch.compile.
+    first captured one on record a graph. `span`: what runs a stretch of layers (`layer_span`, or a compiled
+    copy of it, compiled.CompiledPasses). The layers run in stretches that end at each captured probability,
+    so the probabilities are tensors between stretches: a gradient can be taken with respect to them, and
+    the one `requires_grad_` stays out of any compiled stretch.
     """
-    capture = set(capture)
-    f = kv.frames
-    b, t, _ = prefix.hidden.shape
-    c = b // f
+    run = span or layer_span
+    layers = model.text_encoder.encoder.layer
     bias = image_bias[:, None, None, :] if image_bias is not None else None
     probs_of: dict[int, torch.Tensor] = {}
-    run = _compiled_layers() if compiled else _layers
+    h, probs, first = prefix.hidden, None, 0     # probs: layer `first`'s, when its first half already ran
     with torch.set_grad_enabled(bool(capture)):
-        return run(model, prefix, kv, bias, capture, probs_of, f, c, b, t), probs_of
-
-
-_COMPILED = []
-
-
-def _compiled_layers():
-    if not _COMPILED:      # one compiled function; torch.compile keeps its graphs per shape and setting
-        _COMPILED.append(torch.compile(_layers, dynamic=True))
-    return _COMPILED[0]
-
-
-def _layers(model, prefix, kv, bias, capture, probs_of, f, c, b, t) -> torch.Tensor:
-    h = prefix.hidden
-    for i, layer in enumerate(model.text_encoder.encoder.layer):
-        if i > 0:
-            h, _ = layer.attention(h, attention_mask=prefix.bias)
-        cross = layer.crossattention
-        heads, d = cross.self.num_attention_heads, cross.self.attention_head_size
-        q = cross.self.query(h).view(f, c, t, heads, d).permute(0, 3, 1, 2, 4).reshape(f, heads, c * t, d)
-        scores = torch.matmul(q, kv.keys[i].transpose(-1, -2)) / math.sqrt(d)
-        if bias is not None:
-            scores = scores + bias
-        probs = torch.softmax(scores, dim=-1)
-        if i in capture:
+        for stop in [*sorted(set(capture)), None]:
+            last = len(layers) - 1 if stop is None else stop
+            idx = range(first, last + 1)
+            out = run([layers[i] for i in idx], [kv.keys[i] for i in idx], [kv.values[i] for i in idx], h, probs,
+                      prefix.bias, bias, first == 0, stop is not None, model.itm_head)
+            if stop is None:
+                return out, probs_of
+            h, probs = out
             if not probs.requires_grad:      # the first captured layer starts the graph; later ones stay
                 probs = probs.detach().requires_grad_(True)   # in it, so a gradient sees every path
-            probs_of[i] = probs
-        ctx = torch.matmul(probs, kv.values[i])
-        ctx = ctx.view(f, heads, c, t, d).permute(0, 2, 3, 1, 4).reshape(b, t, heads * d)
-        h = cross.output(ctx, h)
-        h = layer.feed_forward_chunk(h)
-    return model.itm_head(h[:, 0, :])
+            probs_of[stop] = probs
+            first = stop
+    raise AssertionError("unreachable")
+
+
+def layer_span(layers, keys, values, h, probs, self_bias, bias, from_prefix: bool, stop_at_probs: bool, head):
+    """Text layers `layers` in order, each self-attention -> cross-attention -> feed-forward. `probs` given:
+    the first layer's cross-attention probabilities (its self-attention and scores already ran). Ends at the
+    last layer's probabilities (-> (hidden before its cross-attention, probs)) when `stop_at_probs`, else at
+    the ITM head (-> logits). `from_prefix`: the first layer is layer 0, whose self-attention the prefix holds."""
+    for k, layer in enumerate(layers):
+        if k > 0 or probs is None:
+            if k > 0 or not from_prefix:
+                h, _ = layer.attention(h, attention_mask=self_bias)
+            probs = _cross_probs(layer.crossattention.self, h, keys[k], bias)
+            if stop_at_probs and k == len(layers) - 1:
+                return h, probs
+        h = _cross_rest(layer, h, probs, values[k])
+    return head(h[:, 0, :])
+
+
+def _cross_probs(attn, h, keys, bias):
+    """Cross-attention probabilities [F, heads, C*T, N+1] of captions h [F*C, T, D] over their frames' keys."""
+    # head count and size from the module (static ints): from the shapes they are symbolic when compiled with
+    # dynamic sizes, and inductor's attention fusion then fails on a symbolic 1/sqrt(d) scale
+    f, heads, d = keys.shape[0], attn.num_attention_heads, attn.attention_head_size
+    b, t, _ = h.shape
+    q = attn.query(h).view(f, b // f, t, heads, d).permute(0, 3, 1, 2, 4).reshape(f, heads, -1, d)
+    scores = torch.matmul(q, keys.transpose(-1, -2)) / math.sqrt(d)
+    if bias is not None:
+        scores = scores + bias
+    return torch.softmax(scores, dim=-1)
+
+
+def _cross_rest(layer, h, probs, values):
+    """The rest of a text layer after its cross-attention probabilities: context, output, feed-forward."""
+    attn = layer.crossattention.self
+    f, heads, d = values.shape[0], attn.num_attention_heads, attn.attention_head_size
+    b, t, _ = h.shape
+    ctx = torch.matmul(probs, values)
+    ctx = ctx.view(f, heads, b // f, t, d).permute(0, 2, 3, 1, 4).reshape(b, t, heads * d)
+    return layer.feed_forward_chunk(layer.crossattention.output(ctx, h))

@@ -51,7 +51,7 @@ ENGINE_DESCRIPTIONS = {
     "crf_bilateral_compat": "DenseCRF bilateral kernel weight",
     "vision_dtype": "ViT pass dtype: auto (bf16 on CUDA from compute capability 8.0, fp16 on older GPUs, fp32 "
                     "on CPU), float32, bfloat16, float16",
-    "compile": "none or torch_compile (ViT and text layers; the first frame of each shape compiles)",
+    "compile": "none or torch_compile (ViT and text layers; compiled on its own thread, frames eager until then)",
     "max_classes": "maximum vocabulary size (more classes are refused)",
     "max_class_name_length": "maximum characters per class name",
     "max_image_pixels": "larger input frames are refused (logged and skipped)",

@@ -58,6 +58,7 @@ def test_torch_compile_gives_the_same_labels(tiny_loaded, rgb):
     plain.set_vocabulary(["dog", "car", "tree"])
     ref = plain.segment(rgb, outputs=["raw_maps"])
     plain.update_config(compile="torch_compile")
+    assert plain.wait_compiled()     # compiled off the caller's thread; frames run eager until then
     assert plain._vision_model is not tiny_loaded.model.vision_model
     res = plain.segment(rgb, outputs=["raw_maps"])
     np.testing.assert_allclose(res.raw_maps, ref.raw_maps, rtol=1e-4, atol=1e-6 * ref.raw_maps.max())
