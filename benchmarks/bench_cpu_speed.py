@@ -19,13 +19,14 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from side_by_side import Worker, old_checkout
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -85,37 +86,14 @@ def worker(root: str, arch: str, sharpness: float, size: str, frames: int) -> No
         print(json.dumps({"seconds": took, "timings": res.timings}), flush=True)
 
 
-class Worker:
-    def __init__(self, root: Path, args):
-        self.p = subprocess.Popen([sys.executable, __file__, "--worker", str(root), "--arch", args.arch,
-                                   "--sharpness", str(args.sharpness), "--size", args.size,
-                                   "--frames", str(args.frames)],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.ready = self._read()
-
-    def _read(self) -> dict:
-        line = self.p.stdout.readline()
-        if not line:
-            raise RuntimeError(f"worker exited with {self.p.wait()}")
-        return json.loads(line)
-
-    def __call__(self, **cmd) -> dict:
-        self.p.stdin.write(json.dumps(cmd) + "\n")
-        self.p.stdin.flush()
-        return {} if cmd["cmd"] == "quit" else self._read()
-
-
-def old_checkout(ref: str) -> Path:
-    path = Path(tempfile.gettempdir()) / f"main_{ref}"
-    if not (path / "ovss_ros").is_dir():
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-f", str(path), ref], check=True,
-                       stdout=subprocess.DEVNULL)
-    return path
+def start_worker(root: Path, args) -> Worker:
+    return Worker([__file__, "--worker", str(root), "--arch", args.arch, "--sharpness", str(args.sharpness),
+                   "--size", args.size, "--frames", str(args.frames)])
 
 
 def measure(args) -> dict:
-    old_root = args.old or old_checkout(args.old_ref)
-    workers = {"old": Worker(old_root, args), "new": Worker(args.new or ROOT, args)}
+    old_root = args.old or old_checkout(args.old_ref, "main")
+    workers = {"old": start_worker(old_root, args), "new": start_worker(args.new or ROOT, args)}
     seconds = {k: [] for k in workers}
     stages = {k: [] for k in workers}
     agree, load = [], [os.getloadavg()[0]]

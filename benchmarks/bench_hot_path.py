@@ -18,50 +18,21 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from side_by_side import Worker, old_checkout
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 BEFORE = "13b3194"     # main before the hot path was reshaped (issue: GPU-shaped hot path)
 
 
-class Worker:
-    def __init__(self, root: Path, arch: str, device: str, dtype: str, size: str):
-        self.p = subprocess.Popen([sys.executable, str(HERE / "hot_path_worker.py"), "--root", str(root),
-                                   "--arch", arch, "--device", device, "--dtype", dtype, "--size", size],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.ready = self._read()
-
-    def _read(self) -> dict:
-        line = self.p.stdout.readline()
-        if not line:
-            raise RuntimeError(f"worker exited with {self.p.wait()}")
-        return json.loads(line)
-
-    def __call__(self, **cmd) -> dict:
-        self.p.stdin.write(json.dumps(cmd) + "\n")
-        self.p.stdin.flush()
-        return self._read()
-
-    def close(self) -> None:
-        try:
-            self(cmd="quit")
-        except (RuntimeError, BrokenPipeError, json.JSONDecodeError):
-            pass
-        self.p.wait(timeout=60)
-
-
-def old_checkout(ref: str) -> Path:
-    path = Path(tempfile.gettempdir()) / f"ovss_ros_{ref}"
-    if not (path / "ovss_ros").is_dir():
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-f", str(path), ref], check=True,
-                       stdout=subprocess.DEVNULL)
-    return path
+def start_worker(root: Path, arch: str, device: str, dtype: str, size: str) -> Worker:
+    return Worker([HERE / "hot_path_worker.py", "--root", root, "--arch", arch, "--device", device,
+                   "--dtype", dtype, "--size", size])
 
 
 def median_stages(runs: list) -> dict:
@@ -73,9 +44,9 @@ def fps(seconds: list) -> float:
 
 
 def measure(args, arch: str, old_root, save) -> list:
-    workers = {"new": Worker(ROOT, arch, args.device, args.dtype, args.size)}
+    workers = {"new": start_worker(ROOT, arch, args.device, args.dtype, args.size)}
     if old_root is not None:
-        workers["old"] = Worker(old_root, arch, args.device, args.dtype, args.size)
+        workers["old"] = start_worker(old_root, arch, args.device, args.dtype, args.size)
     print(f"[bench] BLIP-{arch}: {workers['new'].ready['params_m']:.0f} M params (random weights)", flush=True)
     rows, tmp = [], Path(tempfile.mkdtemp())
     for preset in args.presets:
