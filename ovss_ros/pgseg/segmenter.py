@@ -90,9 +90,12 @@ class PGSegSegmenter(Segmenter):
 
     # -- frames ---------------------------------------------------------------------------------
     def _numpy_input(self, rgb: np.ndarray):
+        """(model input [3, H', W'] on the device, frame size) of a checked H x W x 3 uint8 frame."""
         if self._device_preprocessing():        # the uint8 frame goes up once; the tensor face's steps there
             return self._tensor_input(torch.from_numpy(rgb).to(self.device))
-        return self.preprocess(rgb), rgb.shape[:2]
+        cfg = self._config
+        x = preprocess(rgb, self.input_size, cfg.resize, self.loaded.image_mean, self.loaded.image_std)
+        return torch.from_numpy(x).to(self.device), rgb.shape[:2]
 
     def _tensor_input(self, frame: torch.Tensor):
         cfg = self._config
@@ -100,10 +103,7 @@ class PGSegSegmenter(Segmenter):
 
     def preprocess(self, image) -> torch.Tensor:
         """One image as the model sees it: [3, H', W'] on the device (numpy face)."""
-        cfg = self._config
-        rgb = to_rgb_uint8(image, cfg.max_image_pixels)
-        return torch.from_numpy(preprocess(rgb, self.input_size, cfg.resize, self.loaded.image_mean,
-                                           self.loaded.image_std)).to(self.device)
+        return self._numpy_input(to_rgb_uint8(image, self._config.max_image_pixels))[0]
 
     def _keep_masks(self, presents: Sequence) -> list:
         """Per frame, its forced classes as a [C] bool mask on the device (None: the top-k filter decides):
@@ -228,7 +228,7 @@ class PGSegSegmenter(Segmenter):
         the temperatures needs (evaluation.calibration.fit_confidence_temperatures)."""
         forced = self._start([present], 1)[0]
         rgb = to_rgb_uint8(image, self._config.max_image_pixels)
-        x = self.preprocess(rgb)
+        x, _ = self._numpy_input(rgb)
         o = self._frames([x], [rgb.shape[:2]], [forced], Stopwatch(self.device, False))[0]
         labels = o["labels"].cpu().numpy()
         if o.get("empty"):
