@@ -51,6 +51,9 @@ class PnpOvssSegmenter(Segmenter):
         self._std = torch.tensor(loaded.image_std, dtype=torch.float32, device=loaded.device)
         # no one reads the ViT's attention probabilities: its self-attention runs fused (this model only)
         self._vision_model = vision_attention.use_sdpa(loaded.model.vision_model)
+        self._compile_swap = threading.Lock()     # only for swapping passes: never held while compiling
+        self.compiled: Optional[CompiledPasses] = None
+        self._text_span = None                    # the compiled text stretches once they are ready
         super().__init__(loaded, config)
         self._apply_compile()
 
@@ -136,10 +139,6 @@ class PnpOvssSegmenter(Segmenter):
         """compile=torch_compile: the ViT and the text layers go through torch.compile (PyTorch 2), compiled
         on a thread of its own (compiled.py); frames run eager until it is done (wait_compiled)."""
         want = self._config.compile == "torch_compile"
-        if "_compile_swap" not in vars(self):
-            self._compile_swap = threading.Lock()     # only for swapping passes: never held while compiling
-            self.compiled: Optional[CompiledPasses] = None
-            self._text_span = None
         with self._compile_swap:
             if want == (self.compiled is not None):
                 return
