@@ -10,6 +10,30 @@ from typing import Optional, Sequence
 import numpy as np
 
 
+def iou_of(hist: np.ndarray) -> np.ndarray:
+    """Per-class IoU of confusion matrices [..., K, K or K + 1] (rows ground truth; an extra column holds the
+    out-of-range predictions): [..., K], NaN for classes with no ground-truth pixel. Stacked matrices (e.g.
+    bootstrap resamples) are scored in one call."""
+    hist = np.asarray(hist)
+    k = hist.shape[-2]
+    tp = np.diagonal(hist[..., :k], axis1=-2, axis2=-1).astype(np.float64)
+    gt = hist.sum(axis=-1)
+    pred = hist[..., :k].sum(axis=-2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = tp / (gt + pred - tp)
+    return np.where(gt == 0, np.nan, iou)
+
+
+def mean_iou_of(hist: np.ndarray) -> np.ndarray:
+    """mIoU of confusion matrices [..., K, K or K + 1]: the mean over classes with ground truth ([...]; NaN
+    where no class has any)."""
+    iou = iou_of(hist)
+    valid = ~np.isnan(iou)
+    n = valid.sum(axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(n > 0, np.where(valid, iou, 0.0).sum(axis=-1) / n, np.nan)
+
+
 class ConfusionMatrix:
     def __init__(self, n_classes: int, ignore_index: Optional[int] = 255):
         self.n = int(n_classes)
@@ -33,13 +57,7 @@ class ConfusionMatrix:
 
     def iou(self) -> np.ndarray:
         """Per-class IoU; NaN for classes with no ground-truth pixel (they do not enter the mean)."""
-        tp = np.diag(self.hist[:, :self.n]).astype(np.float64)
-        gt = self.hist.sum(axis=1)
-        pred = self.hist[:, :self.n].sum(axis=0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            iou = tp / (gt + pred - tp)
-        iou[gt == 0] = np.nan
-        return iou
+        return iou_of(self.hist)
 
     def metrics(self, class_names: Optional[Sequence[str]] = None) -> dict:
         iou = self.iou()
