@@ -20,6 +20,18 @@ CONFIGS = {m: config_class(m) for m in METHODS}
 PRESET_NAMES = tuple(sorted(set().union(*(c.preset_names() for c in CONFIGS.values()))))
 _PUBLISHED = {m: REGISTRY[m].default_preset for m in METHODS}
 
+
+def _shared(encoder: str) -> dict[str, str]:
+    """The descriptions of the fields every method's settings have (EngineConfig's)."""
+    return {
+        "vision_dtype": f"{encoder} dtype: auto (bf16 on CUDA from compute capability 8.0, fp16 on older GPUs, "
+                        "fp32 on CPU), float32, bfloat16, float16",
+        "max_classes": "maximum vocabulary size (more classes are refused)",
+        "max_class_name_length": "maximum characters per class name",
+        "max_image_pixels": "larger input frames are refused (logged and skipped)",
+    }
+
+
 ENGINE_DESCRIPTIONS = {
     "image_size": "model input side in pixels (square warp), a multiple of the patch size; 0 = the checkpoint's "
                   "native size",
@@ -49,12 +61,8 @@ ENGINE_DESCRIPTIONS = {
     "crf_bilateral_sxy": "DenseCRF bilateral kernel spatial sigma",
     "crf_bilateral_srgb": "DenseCRF bilateral kernel colour sigma",
     "crf_bilateral_compat": "DenseCRF bilateral kernel weight",
-    "vision_dtype": "ViT pass dtype: auto (bf16 on CUDA from compute capability 8.0, fp16 on older GPUs, fp32 "
-                    "on CPU), float32, bfloat16, float16",
     "compile": "none or torch_compile (ViT and text layers; compiled on its own thread, frames eager until then)",
-    "max_classes": "maximum vocabulary size (more classes are refused)",
-    "max_class_name_length": "maximum characters per class name",
-    "max_image_pixels": "larger input frames are refused (logged and skipped)",
+    **_shared("ViT pass"),
 }
 
 PGSEG_DESCRIPTIONS = {
@@ -69,11 +77,7 @@ PGSEG_DESCRIPTIONS = {
     "background": "threshold (pixels whose best class scores below background_threshold are background) or never",
     "background_threshold": "group-class score (0..1) below which a pixel is background",
     "npr": "run the checkpoint's NPR modules (false: GroupViT's plain forward)",
-    "vision_dtype": "encoder pass dtype: auto (bf16 on CUDA from compute capability 8.0, fp16 on older GPUs, "
-                    "fp32 on CPU), float32, bfloat16, float16",
-    "max_classes": "maximum vocabulary size (more classes are refused)",
-    "max_class_name_length": "maximum characters per class name",
-    "max_image_pixels": "larger input frames are refused (logged and skipped)",
+    **_shared("encoder pass"),
 }
 
 
