@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--classes-file", default=None, help="folder: class list (default: ROOT/classes.txt)")
     ap.add_argument("--split", default=None, help="dataset split (default: the validation split)")
     ap.add_argument("--world", default="pattern", choices=["pattern", "shape"], help="toy world kind")
+    ap.add_argument("--toy-version", type=int, default=1, choices=[1, 2],
+                    help="toy world: 1 = world.py (the shipped models' world), 2 = world_v2.py (160x120, camera "
+                    "effects, clutter, distractors)")
     ap.add_argument("--n", type=int, default=200, help="toy world: number of held-out scenes")
     ap.add_argument("--limit", type=int, default=None, help="score only the first N images")
     ap.add_argument("--method", default=None, choices=METHODS,
@@ -67,7 +70,7 @@ def main(argv=None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.dataset == "toy":
-        kwargs = {"n": a.n, "world": a.world}
+        kwargs = {"n": a.n, "world": a.world, "version": a.toy_version}
     elif a.dataset == "folder":
         kwargs = {"images": a.images, "labels": a.labels, "classes": a.classes_file}
     else:
@@ -95,7 +98,8 @@ def main(argv=None) -> int:
     res["setup"] = {"dataset": a.dataset, "root": a.root, "model": model, "method": seg.method,
                     "preset": preset or ("pgseg" if seg.method == "pgseg" else "paper"),
                     "presence": a.presence, "config": seg.config.to_dict(),
-                    **({"world": a.world, "heldout_scenes": a.n} if a.dataset == "toy" else {})}
+                    **({"world": a.world, "toy_version": a.toy_version, "heldout_scenes": a.n}
+                       if a.dataset == "toy" else {})}
     if a.baselines:
         res["baselines"] = baselines(dataset, protocols=protocols)
     stem = a.stem or f"{a.dataset}_{a.presence}"

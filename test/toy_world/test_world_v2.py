@@ -1,8 +1,12 @@
 """Toy world v2: deterministic, harder in the ways cameras are, same face as v1, v1 untouched."""
+import json
+
 import cv2
 import numpy as np
 import pytest
 
+from ovss_ros.evaluation.cli import main as eval_main
+from ovss_ros.evaluation.datasets import ToyWorld
 from ovss_ros.toy_world import render_v2 as r2
 from ovss_ros.toy_world import world as v1
 from ovss_ros.toy_world.world_v2 import (AREA_RANGE, COLOURS, Camera, area_fraction, class_names, heldout_scenes,
@@ -188,3 +192,21 @@ def test_background_structures_in_class_colours(scenes):
     assert kinds and len(painted) > 0
     assert (painted[:, 0] >= 2 * painted[:, 1:].max(axis=1)).all()     # red, full or dark (pattern) shade
 
+
+def test_toy_world_dataset_versions():
+    one, two = ToyWorld(n=2, version=1), ToyWorld(n=2, version=2)
+    a, b = next(iter(one)), next(iter(two))
+    ref = v1.make_scene(v1.scene_seed("heldout", 0))
+    assert a.name == f"toy_{ref.seed}" and np.array_equal(a.rgb, ref.rgb) and np.array_equal(a.gt, ref.labels)
+    assert np.array_equal(next(iter(ToyWorld(n=1))).rgb, ref.rgb)          # version 1 is the default
+    assert b.name == f"toy2_{ref.seed}" and b.rgb.shape == (120, 160, 3)
+    assert np.array_equal(b.gt, make_scene(ref.seed).labels)
+    with pytest.raises(ValueError):
+        ToyWorld(n=1, version=3)
+
+
+def test_eval_cli_scores_toy_world_v2(tmp_path, random_toy_dir):
+    assert eval_main(["--dataset", "toy", "--toy-version", "2", "--n", "2", "--model", str(random_toy_dir),
+                      "--out", str(tmp_path), "--no-progress", "--presence", "gt", "--set", "postprocess=none"]) == 0
+    res = json.loads((tmp_path / "toy_gt.json").read_text())
+    assert res["images"] == 2 and res["setup"]["toy_version"] == 2
