@@ -27,8 +27,9 @@ import torch.nn.functional as F
 from ..engine.image_io import preprocess
 from ..pnp_ovss.prompts import enc_token_id
 from ..pnp_ovss.tiny_model import build_blip, save_model
+from .scene_source import SceneSource
 from .training_common import json_lines, lr_at
-from .world import class_names, make_scene, scene_seed, vocabulary_words
+from .world import vocabulary_words
 
 TEMPLATE = "a picture of {}"
 # Architecture of the shipped model (tiny_model.blip_config arguments).
@@ -50,8 +51,10 @@ def class_prompts(tokenizer, names, enc_id: int) -> Prompts:
     return Prompts(itm, enc["input_ids"], enc["attention_mask"])
 
 
-def scenes_to_batch(scenes, mean, std, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    size = scenes[0].rgb.shape[0]
+def scenes_to_batch(scenes, mean, std, n_classes: int, size: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model inputs (each frame warped to size x size, as the engine does; None: the frame's height) and
+    multi-hot present classes."""
+    size = size or scenes[0].rgb.shape[0]
     x = torch.from_numpy(np.stack([preprocess(s.rgb, size, mean, std) for s in scenes]))
     y = torch.zeros(len(scenes), n_classes)
     for i, s in enumerate(scenes):
@@ -155,13 +158,13 @@ def losses(model, x: torch.Tensor, y: torch.Tensor, prompts: Prompts, pos_weight
 
 
 @torch.no_grad()
-def evaluate_itm(model, scenes, prompts: Prompts, mean, std, batch: int = 32) -> dict:
+def evaluate_itm(model, scenes, prompts: Prompts, mean, std, batch: int = 32, size: Optional[int] = None) -> dict:
     """Held-out ITM accuracy over every (scene, class) pair, split by kind of negative."""
     names = scenes[0].classes
     correct = {"positive": [], "shares_attribute": [], "absent": []}
     for i in range(0, len(scenes), batch):
         chunk = scenes[i:i + batch]
-        x, y = scenes_to_batch(chunk, mean, std, len(names))
+        x, y = scenes_to_batch(chunk, mean, std, len(names), size)
         pred = itm_logits(model, model.vision_model(pixel_values=x).last_hidden_state, prompts).argmax(-1)
         for s, yy, pp in zip(chunk, y, pred):
             words = {w for n in s.present_names for w in n.split()}
@@ -181,12 +184,14 @@ def train(out: Optional[Path], world: str = "pattern", steps: int = 3000, batch:
           warmup: int = 50, weight_decay: float = 0.05, itc_weight: float = 1.0, pos_weight: float = 2.0,
           temperature: float = 0.1, captions_per_image: Optional[int] = 8, seed: int = 0, heldout: int = 256, eval_every: int = 250,
           threads: Optional[int] = None, device: str = "cpu", log: Optional[Path] = None,
-          model_args: Optional[dict] = None, quiet: bool = False, init: Optional[Path] = None) -> dict:
+          model_args: Optional[dict] = None, quiet: bool = False, init: Optional[Path] = None,
+          toy_version: int = 1, scene_pool: int = 0) -> dict:
     if threads:
         torch.set_num_threads(threads)
     dev = torch.device(device)
     torch.manual_seed(seed)
-    names = class_names(world)
+    source = SceneSource(world, toy_version, batch, seed, scene_pool)
+    names = source.names
     if init is not None:        # continue from a saved model (a second, lower-lr phase)
         from transformers import BlipForImageTextRetrieval, BlipProcessor
         model = BlipForImageTextRetrieval.from_pretrained(str(init), use_safetensors=True)
@@ -204,9 +209,10 @@ def train(out: Optional[Path], world: str = "pattern", steps: int = 3000, batch:
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embeddings" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98))
-    held = [make_scene(scene_seed("heldout", i), world) for i in range(heldout)]
+    held = source.heldout(heldout)
+    size = model.config.vision_config.image_size
     logf = open(log, "a") if log else None
-    params = dict(world=world, steps=steps, batch=batch, lr=lr, warmup=warmup, weight_decay=weight_decay,
+    params = dict(world=world, toy_version=toy_version, scene_pool=scene_pool, steps=steps, batch=batch, lr=lr, warmup=warmup, weight_decay=weight_decay,
                   itc_weight=itc_weight, pos_weight=pos_weight, temperature=temperature, seed=seed,
                   captions_per_image=captions_per_image, threads=torch.get_num_threads(),
                   architecture=model_args or MODEL_ARGS, n_parameters=sum(p.numel() for p in model.parameters()))
@@ -217,8 +223,7 @@ def train(out: Optional[Path], world: str = "pattern", steps: int = 3000, batch:
     emit({"event": "start", **params})
     t0, metrics = time.time(), {}
     for step in range(steps):
-        scenes = [make_scene(scene_seed("train", (seed * 100_000 + step) * batch + j), world) for j in range(batch)]
-        x, y = scenes_to_batch(scenes, mean, std, len(names))
+        x, y = scenes_to_batch(source.step(step), mean, std, len(names), size)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, lr, warmup)
         pairs = None if not captions_per_image else choose_pairs(y, names, captions_per_image, pair_rng)
@@ -234,7 +239,7 @@ def train(out: Optional[Path], world: str = "pattern", steps: int = 3000, batch:
                   **{k: round(float(v.detach()), 4) for k, v in res.items()}})
         if heldout and ((step + 1) % eval_every == 0 or step == steps - 1):
             model.eval()
-            metrics = evaluate_itm(model, held, prompts, mean, std)
+            metrics = evaluate_itm(model, held, prompts, mean, std, size=size)
             model.train()
             emit({"event": "heldout", "step": step + 1, "elapsed_s": round(time.time() - t0, 1), **metrics})
             if out is not None and step < steps - 1:      # a usable checkpoint while training goes on
@@ -268,6 +273,12 @@ def main(argv=None) -> int:
                                              "--method pgseg trains a tiny GroupViT / PGSeg instead.")
     ap.add_argument("--out", type=Path, default=None, help="directory for save_pretrained (default: none)")
     ap.add_argument("--world", default="pattern", choices=["pattern", "shape"])
+    ap.add_argument("--toy-version", type=int, default=1, choices=[1, 2],
+                    help="toy world v1 (96 x 96, world.py) or v2 (160 x 120 through a camera, world_v2.py)")
+    ap.add_argument("--scene-pool", type=int, default=0,
+                    help="render this many training scenes once and draw batches from them (0: fresh every step)")
+    ap.add_argument("--image-size", type=int, default=MODEL_ARGS["image_size"],
+                    help="model input side (frames are warped to it, as the engine does)")
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=5e-4)
@@ -290,10 +301,10 @@ def main(argv=None) -> int:
                     help="ViT patch in pixels: 8 gives a 12 x 12 grid at 96 px, 6 a 16 x 16 one")
     a = ap.parse_args(argv)
     model_args = {**MODEL_ARGS, "vision_hidden": a.vision_hidden, "vision_layers": a.vision_layers,
-                  "text_hidden": a.text_hidden, "patch_size": a.patch_size}
+                  "text_hidden": a.text_hidden, "patch_size": a.patch_size, "image_size": a.image_size}
     r = train(a.out, a.world, a.steps, a.batch, a.lr, a.warmup, itc_weight=a.itc_weight, pos_weight=a.pos_weight,
               captions_per_image=a.captions_per_image, seed=a.seed, heldout=a.heldout, eval_every=a.eval_every, threads=a.threads, device=a.device,
-              log=a.log, model_args=model_args, init=a.init)
+              log=a.log, model_args=model_args, init=a.init, toy_version=a.toy_version, scene_pool=a.scene_pool)
     print(json.dumps({"heldout": r["heldout"], "train_seconds": r["train_seconds"], "out": str(a.out)}))
     return 0
 

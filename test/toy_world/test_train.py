@@ -98,3 +98,11 @@ def test_grouped_image_projections_change_no_number_and_no_gradient():
     # hooks are gone afterwards: a plain call still works with batch sizes that are no multiple of the group
     model.text_encoder(input_ids=prompts.itm_ids[:7], attention_mask=prompts.mask[:7],
                        encoder_hidden_states=emb[:1].expand(7, -1, -1).contiguous(), return_dict=True)
+
+
+def test_v2_training_warps_frames_to_the_model_input(tmp_path):
+    """World v2 frames (160 x 120) train a square model, drawn from a pre-rendered pool."""
+    r = _run(tmp_path, "v2", steps=2, heldout=2, eval_every=2, toy_version=2, scene_pool=8,
+             model_args={**SMALL, "image_size": 64})
+    assert r["toy_version"] == 2 and r["scene_pool"] == 8 and r["heldout"]["pairs"] == 2 * 12
+    assert r["model"].config.vision_config.image_size == 64
