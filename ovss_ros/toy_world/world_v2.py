@@ -29,7 +29,7 @@ from typing import Optional, Union
 import numpy as np
 
 from . import render_v2 as r2
-from .world import COLOURS, EXTRA_SHAPES, PATTERNS, SHAPES, WORLDS, Scene, class_names, scene_seed
+from .world import COLOURS, EXTRA_SHAPES, PATTERNS, SHAPES, WORLDS, Obj, Scene, class_names, scene_seed
 
 __all__ = ["Obj2", "Scene2", "Camera", "class_names", "make_scene", "heldout_scenes", "scene_seed",
            "area_fraction", "sample_objects"]
@@ -48,21 +48,9 @@ AREA_K = {"circle": np.pi, "square": 3.125, "triangle": 2.73, "pentagon": 3.14, 
 
 
 @dataclass
-class Obj2:
-    colour: str
-    pattern: str
-    shape: str
-    cx: float
-    cy: float
-    radius: float
-    angle: float
-    pattern_angle: float
-    pattern_period: float
-    tint: tuple = (1.0, 1.0, 1.0)
+class Obj2(Obj):
+    """A v1 object that may be a distractor and may take colours outside the vocabulary."""
     distractor: bool = False       # attribute combination outside the vocabulary: labelled background
-
-    def class_name(self, world: str) -> str:
-        return f"{self.pattern} {self.colour}" if world == "pattern" else f"{self.colour} {self.shape}"
 
     def rgb(self) -> np.ndarray:
         return np.clip(np.asarray(ALL_COLOURS[self.colour], np.float32) * np.asarray(self.tint, np.float32), 0, 255)
