@@ -1,5 +1,6 @@
-"""Choose the "tiny" preset's values on a validation range of held-out scenes (seeds start at --start,
-disjoint from the scenes the figures and the quality test use), one knob at a time from the current preset.
+"""Choose the "tiny" preset's values on a validation range of held-out scenes of toy world --toy-version 1
+or 2 (seeds start at --start, disjoint from the scenes the figures and the quality test use), one knob at a
+time from the current preset.
 
     .venv/bin/python benchmarks/toy_world_tune.py --n 200 --start 5000
 """
@@ -40,17 +41,20 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--start", type=int, default=5000)
     ap.add_argument("--model", default=str(MODEL_DIR))
+    ap.add_argument("--world", default="pattern")
+    ap.add_argument("--toy-version", type=int, default=1, choices=(1, 2))
     ap.add_argument("--knobs", default=",".join(GRID))
     ap.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE", help="base overrides")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/toy_world_tune.json")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
-    ds = ToyWorld(a.n, "pattern", start=a.start)
+    ds = ToyWorld(a.n, a.world, start=a.start, version=a.toy_version)
     from ovss_ros.engine.config import parse_overrides
     over = parse_overrides(a.set)
     seg = Segmenter(load_blip(a.model, device="cpu"), make_config("tiny", **over))
     base = make_config("tiny", **over)
     out = {"validation_seeds": f"heldout {a.start}..{a.start + a.n - 1}", "model": a.model,
+           "world": a.world, "toy_version": a.toy_version,
            "base": {k: getattr(base, k) for k in GRID},
            "sweeps": {}}
     for knob in a.knobs.split(","):
