@@ -14,6 +14,16 @@ import numpy as np
 
 from .world import _polygon
 
+# Limits that keep every pattern decidable (at 160 x 120; world_v2 scales stripe widths with the frame): a
+# stripe of width p repeats every 2p px; defocus sigma s keeps exp(-2 pi^2 s^2 / (2p)^2) of its contrast and a
+# motion blur of length L across the stripes |sinc(L / 2p)|. At the narrowest stripe and the strongest blurs
+# about 0.3 of the contrast is left, above the noise over an object; the first cut of v2 (stripes 2.5-4 px,
+# defocus to 1.8 px, motion to 7 px) left 0.02-0.08 on many scenes, so "striped red" and "plain red" were
+# told apart by the labels but not by the pixels.
+STRIPE_WIDTH = (3.5, 5.5)       # px at a 120-px short side
+DEFOCUS_SIGMA = (0.4, 1.2)      # px
+MOTION_LENGTH = (1.5, 3.0)      # px
+
 SS = 4                       # sub-pixels per output pixel and axis
 
 
@@ -148,7 +158,7 @@ def clutter(bg: np.ndarray, rng: np.random.Generator, w: int, h: int, ss: int, c
             box = cv2.boxPoints(((to_canvas(cx, ss), to_canvas(cy, ss)), (pw * ss, ph * ss), np.rad2deg(a)))
             cv2.fillPoly(scratch, [np.round(box * 16).astype(np.int32)], 1, cv2.LINE_8, 4)
             pattern = ("striped", "checked", "dotted")[int(rng.integers(0, 3))]
-            paint(bg, None, scratch.view(bool), col, pattern, np.rad2deg(a), rng.uniform(2.5, 4.0), 0, ss)
+            paint(bg, None, scratch.view(bool), col, pattern, np.rad2deg(a), rng.uniform(*STRIPE_WIDTH), 0, ss)
         kinds.append(kind)
     return kinds
 
@@ -187,7 +197,7 @@ def sample_camera(rng: np.random.Generator) -> Camera:
         skip, v = rng.random() < p_none, float(rng.uniform(lo, hi))
         return off if skip else v
     wb_skip, wb = rng.random() < 0.3, tuple(float(g) for g in rng.uniform(0.8, 1.25, 3))
-    return Camera(defocus_sigma=maybe(0.4, 0.5, 1.8), motion_length=maybe(0.5, 2.0, 7.0),
+    return Camera(defocus_sigma=maybe(0.4, *DEFOCUS_SIGMA), motion_length=maybe(0.5, *MOTION_LENGTH),
                   motion_angle=float(rng.uniform(0, 180)), shot=maybe(0.2, 0.1, 1.0), read=maybe(0.3, 0.5, 4.0),
                   exposure=maybe(0.3, 0.6, 1.4, 1.0), contrast=maybe(0.3, 0.65, 1.35, 1.0),
                   white_balance=(1.0, 1.0, 1.0) if wb_skip else wb)

@@ -102,7 +102,8 @@ def _sample_object(rng: np.random.Generator, world: str, w: int, h: int, cls: Op
     cy = float(rng.uniform(0.7 * r, h - 0.7 * r)) if h > 1.4 * r else h / 2
     return Obj2(colour=colour, pattern=pattern, shape=shape, cx=cx, cy=cy, radius=r,
                 angle=float(rng.uniform(0, 360)), pattern_angle=float(rng.uniform(0, 180)),
-                pattern_period=float(rng.uniform(2.5, 4.0)), tint=tuple(float(v) for v in rng.uniform(0.85, 1.15, 3)),
+                pattern_period=float(rng.uniform(*r2.STRIPE_WIDTH)) * min(w, h) / 120,
+                tint=tuple(float(v) for v in rng.uniform(0.85, 1.15, 3)),
                 distractor=cls is None)
 
 

@@ -210,3 +210,27 @@ def test_eval_cli_scores_toy_world_v2(tmp_path, random_toy_dir):
                       "--out", str(tmp_path), "--no-progress", "--presence", "gt", "--set", "postprocess=none"]) == 0
     res = json.loads((tmp_path / "toy_gt.json").read_text())
     assert res["images"] == 2 and res["setup"]["toy_version"] == 2
+
+
+def test_stripes_survive_the_strongest_camera_blur():
+    """The narrowest stripes under the strongest defocus and a motion blur across them keep >= 0.25 of their
+    contrast: a pattern in the labels is a pattern in the pixels (the measuring instrument stays decidable)."""
+    from ovss_ros.toy_world import render_v2 as r2
+
+    h, w = 48, 96
+
+    def stripes_after(width, camera):
+        img = np.zeros((h, w, 3), np.float32)
+        r2.paint(img, None, np.ones((h, w), bool), (200.0, 200.0, 200.0), "striped", 0.0, width, 0, 1)
+        x = r2.expose(img, camera, np.random.default_rng(0))
+        row = x[h // 2, 16:-16, 0].astype(np.float64)               # away from the borders
+        fundamental = np.exp(-1j * np.pi * np.arange(16, w - 16) / width)   # period: two stripes
+        return 2 * abs(np.mean((row - row.mean()) * fundamental))
+
+    p = r2.STRIPE_WIDTH[0]
+    sharp = stripes_after(p, r2.Camera())
+    worst = r2.Camera(defocus_sigma=r2.DEFOCUS_SIGMA[1], motion_length=r2.MOTION_LENGTH[1], motion_angle=0.0)
+    assert sharp > 50
+    assert stripes_after(p, worst) >= 0.25 * sharp
+    # the limits matter: v2's first cut (2.5-px stripes, defocus 1.8 px, motion 7 px) all but erased them
+    assert stripes_after(2.5, r2.Camera(defocus_sigma=1.8, motion_length=7.0)) < 0.1 * sharp
