@@ -100,22 +100,19 @@ class ToyWorld(Dataset):
     background_is_class = True
 
     def __init__(self, n: int = 200, world: str = "pattern", start: int = 0, version: int = 1):
+        from ..toy_world.scene_source import VERSIONS
         from ..toy_world.world import class_names, scene_seed
-        if version not in (1, 2):
-            raise ValueError(f"toy world version must be 1 or 2, got {version!r}")
+        if version not in VERSIONS:
+            raise ValueError(f"toy world version must be one of {VERSIONS}, got {version!r}")
         self.world = world
         self.version = version
         self.class_names = class_names(world)
         self.items = [scene_seed("heldout", i) for i in range(start, start + n)]
 
     def load(self, seed: int) -> Sample:
-        if self.version == 2:
-            from ..toy_world.world_v2 import make_scene as make_v2
-            s = make_v2(seed, self.world)
-            return Sample(f"toy2_{seed}", s.rgb, s.labels)
-        from ..toy_world.world import make_scene
-        s = make_scene(seed, self.world)
-        return Sample(f"toy_{seed}", s.rgb, s.labels)
+        from ..toy_world.scene_source import make_scene
+        s = make_scene(seed, self.world, self.version)
+        return Sample(f"toy{'' if self.version == 1 else self.version}_{seed}", s.rgb, s.labels)
 
 
 class _VOCLayout(Dataset):
