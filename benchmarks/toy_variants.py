@@ -12,7 +12,6 @@ matrices (ovss_ros/evaluation/bootstrap.py). `dropout_rounds` is the engine's co
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import platform
 import sys
@@ -62,12 +61,6 @@ def variants() -> list[tuple[str, dict, str | None]]:
 
 
 def toy_scenes(n: int, world: str, version: int, start: int = 0) -> ToyWorld:
-    """Held-out scenes; `version` goes to ToyWorld only when it is not 1, so this runs before world v2 exists."""
-    if version == 1:
-        return ToyWorld(n, world, start=start)
-    if "version" not in inspect.signature(ToyWorld).parameters:
-        raise SystemExit(f"--toy-version {version}: this checkout's ToyWorld has no world versions "
-                         "(ovss_ros/evaluation/datasets.py takes no `version`); only --toy-version 1 runs here")
     return ToyWorld(n, world, start=start, version=version)
 
 
