@@ -94,6 +94,7 @@ class VisionOutput:
     assignments: list                        # per grouping stage: soft assignment [B, G_s, N_in] (softmax over groups)
     centres: list = field(default_factory=list)      # per grouping stage: projected group tokens (NPR loss)
     prototypes: list = field(default_factory=list)   # per NPR stage: EM prototypes [B, K, D] (NPR loss)
+    grouped: list = field(default_factory=list)      # per grouping stage: the tokens it groups [B, N_in, D]
 
 
 def _token_assign(assign_module, image_tokens: torch.Tensor, group_tokens: torch.Tensor):
@@ -174,6 +175,7 @@ def vision_forward(model: PGSegModel, pixel_values: torch.Tensor, use_npr: bool 
                 found = regularizer.prototypes(stage_input)
                 x = x + regularizer(stage_input, found)
                 out.prototypes.append(found[1])
+            out.grouped.append(x)
             x, soft, centres = _token_assign(stage.downsample, x, group_tokens)
             out.assignments.append(soft)
             out.centres.append(centres)

@@ -95,6 +95,53 @@ def multi_label_loss(image: torch.Tensor, classes: torch.Tensor, y: torch.Tensor
     return (i2t + t2i) / 2
 
 
+def match_classes(group_logits: torch.Tensor, y: torch.Tensor) -> tuple[list, list, list, torch.Tensor]:
+    """One group per present class, one-to-one, most similar first (Hungarian per image): (image rows, groups,
+    classes, spare [B, G] bool for the groups matched to no class). group_logits [B, G, K], y [B, K] 0/1."""
+    sims = group_logits.detach().float().cpu().numpy()
+    rows, groups, classes = [], [], []
+    spare = torch.ones(group_logits.shape[:2], dtype=torch.bool)
+    for b, (sim, ks) in enumerate(zip(sims, y.cpu().numpy())):
+        ks = np.flatnonzero(ks)
+        g, j = linear_sum_assignment(sim[:, ks], maximize=True)
+        rows += [b] * len(g)
+        groups += g.tolist()
+        classes += ks[j].tolist()
+        spare[b, g] = False
+    return rows, groups, classes, spare.to(group_logits.device)
+
+
+def matched_group_loss(group_logits: torch.Tensor, match, background_weight: float = 1.0) -> torch.Tensor:
+    """Toy-world addition, from image-level labels only: each matched group (`match_classes`) is classified as
+    its class over the whole vocabulary (cross-entropy); groups matched to no class are pushed toward a flat class
+    distribution (cross-entropy to uniform), which PGSeg's decode reads as background."""
+    rows, groups, classes, spare = match
+    logp = F.log_softmax(group_logits, dim=-1)
+    loss = F.nll_loss(logp[rows, groups], torch.tensor(classes, device=group_logits.device))
+    if background_weight > 0 and spare.any():
+        loss = loss + background_weight * -logp[spare].mean()
+    return loss
+
+
+def chained_assignment(vision) -> torch.Tensor:
+    """[B, G_final, N_patches]: each patch's soft assignment to the final groups, through every grouping stage."""
+    chained = None
+    for a in vision.assignments:                       # [B, G_s, N_in], softmax over groups
+        chained = a if chained is None else a @ chained
+    return chained
+
+
+def pooled_groups(model: PGSegModel, vision) -> torch.Tensor:
+    """[B, G, P] unit vectors: each final group described by the patches it owns alone, the patch tokens of the
+    first grouping stage averaged with the chained soft assignment (patch -> final group) as weights, then the
+    final LayerNorm and the projector. The group tokens themselves also see every patch through attention, so a
+    loss on them alone leaves the assignment free; a loss on these makes each group's patches carry its class."""
+    chained = chained_assignment(vision)
+    weights = chained / (chained.sum(dim=-1, keepdim=True) + 1e-6)
+    pooled = weights @ vision.grouped[0]
+    return F.normalize(project(model, model.visual_projection, model.vision_model.layernorm(pooled)), dim=-1)
+
+
 def reliable_pairs(logits: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
     """[B, G] bool: pairs (on the diagonal of `logits` [B, G, G]) whose similarity, min-max normalised over its
     row, is above `threshold` (the authors' HRS filter, reading the matched entry rather than column 0)."""
@@ -125,12 +172,15 @@ def train(out: Optional[Path], npr: bool = True, world: str = "pattern", steps: 
           lr: float = 1e-3, warmup: int = 100, weight_decay: float = 0.05, multi_label_weight: float = 1.0,
           seed: int = 0, threads: Optional[int] = None, device: str = "cpu", log: Optional[Path] = None,
           model_args: Optional[dict] = None, quiet: bool = False, time_limit: Optional[float] = None,
-          init_vision: Optional[Path] = None, group_label_weight: float = 0.0) -> dict:
+          init_vision: Optional[Path] = None, group_label_weight: float = 0.0, matched_group_weight: float = 0.0,
+          group_tokens: Optional[tuple] = None) -> dict:
     if threads:
         torch.set_num_threads(threads)
     dev = torch.device(device)
     names = class_names(world)
     arch = {**MODEL_ARGS, **(model_args or {})}
+    if group_tokens is not None:
+        arch["group_tokens"] = tuple(group_tokens)
     work = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="pgseg_tokenizer_"))
     tok = write_tokenizer(word_merges([TEMPLATE.format(""), "and", *vocabulary_words(world)]), work)
     torch.manual_seed(seed)
@@ -143,6 +193,9 @@ def train(out: Optional[Path], npr: bool = True, world: str = "pattern", steps: 
         init_vision_from_blip(model, init_vision)
         mean, std = CLIP_MEAN, CLIP_STD       # the statistics the BLIP ViT was trained with
     model.to(dev).train()
+    for module in model.modules():   # projector BatchNorms keep fixed statistics: group, pooled and image
+        if isinstance(module, torch.nn.BatchNorm1d):   # embeddings differ in distribution, and batch statistics
+            module.eval()                               # of one of them would misnormalise the others at test time
     npr_scale = torch.nn.Parameter(torch.tensor(float(np.log(1 / 0.1)), device=dev))   # the authors' own scale
     params = list(model.parameters()) + [npr_scale]
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embeddings" not in n and "group_token" not in n]
@@ -155,7 +208,7 @@ def train(out: Optional[Path], npr: bool = True, world: str = "pattern", steps: 
     logf = open(log, "a") if log else None
     setup = dict(method="pgseg", npr=npr, world=world, steps=steps, batch=batch, lr=lr, warmup=warmup,
                  weight_decay=weight_decay, multi_label_weight=multi_label_weight, npr_weight=NPR_WEIGHT if npr else 0,
-                 group_label_weight=group_label_weight,
+                 group_label_weight=group_label_weight, matched_group_weight=matched_group_weight,
                  seed=seed, threads=torch.get_num_threads(), architecture=arch,
                  init_vision=str(init_vision) if init_vision else None,
                  n_parameters=sum(p.numel() for p in model.parameters()))
@@ -192,6 +245,12 @@ def train(out: Optional[Path], npr: bool = True, world: str = "pattern", steps: 
             best = (scale * groups @ classes.T).max(dim=1).values                                  # [B, K]
             res["group_label"] = multi_label_loss(None, classes, y, scale, sim=best)
             res["loss"] = res["loss"] + group_label_weight * res["group_label"]
+        if matched_group_weight > 0:   # matched on the patches each group owns, applied to both descriptions
+            owned = scale * pooled_groups(model, vision) @ classes.T
+            tokens = scale * F.normalize(project(model, model.visual_projection, vision.tokens), dim=-1) @ classes.T
+            match = match_classes(owned, y)
+            res["matched_group"] = matched_group_loss(owned, match) + matched_group_loss(tokens, match)
+            res["loss"] = res["loss"] + matched_group_weight * res["matched_group"]
         if npr:
             s = npr_scale.exp().clamp(max=100)
             res["npr"] = sum(npr_pair_loss(c, p, s) for c, p in zip(vision.centres, vision.prototypes))
@@ -241,10 +300,16 @@ def main(argv=None) -> int:
                     help="toy-world addition: multi-label loss on each class's best-matching group (0 = off)")
     ap.add_argument("--init-vision", type=Path, default=None,
                     help="start the image encoder from this BLIP checkpoint's ViT (e.g. ovss_ros/data/toy_blip)")
+    ap.add_argument("--matched-group-weight", type=float, default=0.0,
+                    help="toy-world addition: each present class matched to its own group, that group classified "
+                         "as the class, unmatched groups flat over classes (0 = off)")
+    ap.add_argument("--group-tokens", type=int, nargs=2, default=None, metavar=("STAGE1", "STAGE2"),
+                    help="group tokens of the two grouping stages (default: the tiny architecture's 24 8)")
     a = ap.parse_args(argv)
     r = train(a.out, not a.no_npr, a.world, a.steps, a.batch, a.lr, a.warmup,
               multi_label_weight=a.multi_label_weight, seed=a.seed, threads=a.threads, device=a.device, log=a.log,
-              time_limit=a.time_limit, init_vision=a.init_vision, group_label_weight=a.group_label_weight)
+              time_limit=a.time_limit, init_vision=a.init_vision, group_label_weight=a.group_label_weight,
+              matched_group_weight=a.matched_group_weight, group_tokens=a.group_tokens)
     print(json.dumps({"train_seconds": r["train_seconds"], "steps_done": r["steps_done"], "out": str(a.out)}))
     return 0
 

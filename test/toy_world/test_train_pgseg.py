@@ -58,3 +58,62 @@ def test_reliability_filter_reads_the_matched_pair():
                             [0.9, 0.0, 0.5],
                             [0.0, 0.3, 0.8]]])
     assert tp.reliable_pairs(logits).tolist() == [[True, False, True]]
+
+
+def test_each_present_class_gets_its_own_most_similar_group():
+    """Group 2 is the best match of both present classes; the one-to-one matching gives it to class 0 (the
+    better pair) and class 3 its next best, group 0; the groups matched to no class are the spare ones."""
+    logits = torch.tensor([[[0.1, 0.0, 0.0, 0.8],
+                            [0.0, 0.0, 0.0, 0.1],
+                            [0.9, 0.0, 0.0, 0.85],
+                            [0.0, 0.0, 0.0, 0.0]]])
+    y = torch.tensor([[1.0, 0.0, 0.0, 1.0]])
+    rows, groups, classes, spare = tp.match_classes(logits, y)
+    assert sorted(zip(groups, classes)) == [(0, 3), (2, 0)] and rows == [0, 0]
+    assert spare.tolist() == [[False, True, False, True]]
+
+
+def test_matched_group_loss_rewards_one_class_per_group_and_flat_spares():
+    y = torch.tensor([[1.0, 0.0, 0.0, 1.0]])
+    sure = torch.full((1, 3, 4), 0.0)
+    sure[0, 0, 0] = sure[0, 1, 3] = 20.0                     # group 0 is class 0, group 1 is class 3, group 2 flat
+    mixed = sure.clone()
+    mixed[0, 0, 3] = mixed[0, 1, 0] = 20.0                   # groups 0 and 1 each as sure of both classes
+    spare_sure = sure.clone()
+    spare_sure[0, 2, 1] = 20.0                               # the spare group claims a class
+    match = tp.match_classes(sure, y)
+    good = tp.matched_group_loss(sure, match)
+    assert good < 0.01 + np.log(4)                           # flat spare: cross-entropy to uniform is log K
+    assert tp.matched_group_loss(mixed, match) > good + 0.5
+    assert tp.matched_group_loss(spare_sure, match) > good + 1.0
+
+
+class _Vision:
+    def __init__(self, assignments, grouped):
+        self.assignments, self.grouped = assignments, grouped
+
+
+def test_a_groups_pooled_description_follows_the_patches_it_owns():
+    """Two stages (4 patches -> 2 -> 2 groups, the second a swap): final group 0 owns patches 2 and 3. Its
+    pooled description is that of their mean token, whatever the other patches hold."""
+    torch.manual_seed(0)
+    model = tp.PGSegModel(tp.groupvit_config(50, 0, 1, False, **SMALL)).eval()
+    patches = torch.randn(1, 4, SMALL["hidden"])
+    first = torch.tensor([[[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]]])    # [B, G1, N]
+    swap = torch.tensor([[[0.0, 1.0], [1.0, 0.0]]])                          # [B, G2, G1]
+    vision = _Vision([first, swap], [patches])
+    pooled = tp.pooled_groups(model, vision)
+    with torch.no_grad():
+        expect = tp.project(model, model.visual_projection, model.vision_model.layernorm(patches[:, 2:].mean(1)))
+    assert torch.allclose(pooled[0, 0], torch.nn.functional.normalize(expect, dim=-1)[0], atol=1e-5)
+    assert tp.chained_assignment(vision)[0].argmax(0).tolist() == [1, 1, 0, 0]
+
+
+def test_projector_batchnorms_keep_their_statistics_in_training():
+    """Group, pooled and image embeddings pass the same projector; with batch statistics each would be
+    normalised by the others' at test time. The running statistics stay as initialised."""
+    r = tp.train(None, npr=False, steps=2, batch=4, warmup=1, seed=1, model_args=SMALL, quiet=True,
+                 matched_group_weight=1.0)
+    norms = [m for m in r["model"].modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert norms and all(torch.equal(m.running_mean, torch.zeros_like(m.running_mean)) for m in norms)
+    assert all(torch.equal(m.running_var, torch.ones_like(m.running_var)) for m in norms)
