@@ -123,6 +123,11 @@ def matched_group_loss(group_logits: torch.Tensor, match, background_weight: flo
     return loss
 
 
+def warmup_ramp(step: int, warmup: int) -> float:
+    """Factor of a loss weight raised linearly from 1/warmup at step 0 to 1 at step warmup - 1 (0 = no ramp)."""
+    return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+
+
 def chained_assignment(vision) -> torch.Tensor:
     """[B, G_final, N_patches]: each patch's soft assignment to the final groups, through every grouping stage."""
     chained = None
@@ -173,7 +178,7 @@ def train(out: Optional[Path], npr: bool = True, world: str = "pattern", steps: 
           seed: int = 0, threads: Optional[int] = None, device: str = "cpu", log: Optional[Path] = None,
           model_args: Optional[dict] = None, quiet: bool = False, time_limit: Optional[float] = None,
           init_vision: Optional[Path] = None, group_label_weight: float = 0.0, matched_group_weight: float = 0.0,
-          group_tokens: Optional[tuple] = None) -> dict:
+          group_tokens: Optional[tuple] = None, matched_group_warmup: int = 0) -> dict:
     if threads:
         torch.set_num_threads(threads)
     dev = torch.device(device)
@@ -209,6 +214,7 @@ def train(out: Optional[Path], npr: bool = True, world: str = "pattern", steps: 
     setup = dict(method="pgseg", npr=npr, world=world, steps=steps, batch=batch, lr=lr, warmup=warmup,
                  weight_decay=weight_decay, multi_label_weight=multi_label_weight, npr_weight=NPR_WEIGHT if npr else 0,
                  group_label_weight=group_label_weight, matched_group_weight=matched_group_weight,
+                 matched_group_warmup=matched_group_warmup,
                  seed=seed, threads=torch.get_num_threads(), architecture=arch,
                  init_vision=str(init_vision) if init_vision else None,
                  n_parameters=sum(p.numel() for p in model.parameters()))
@@ -250,7 +256,8 @@ def train(out: Optional[Path], npr: bool = True, world: str = "pattern", steps: 
             tokens = scale * F.normalize(project(model, model.visual_projection, vision.tokens), dim=-1) @ classes.T
             match = match_classes(owned, y)
             res["matched_group"] = matched_group_loss(owned, match) + matched_group_loss(tokens, match)
-            res["loss"] = res["loss"] + matched_group_weight * res["matched_group"]
+            weight = warmup_ramp(step, matched_group_warmup) * matched_group_weight
+            res["loss"] = res["loss"] + weight * res["matched_group"]
         if npr:
             s = npr_scale.exp().clamp(max=100)
             res["npr"] = sum(npr_pair_loss(c, p, s) for c, p in zip(vision.centres, vision.prototypes))
@@ -305,11 +312,15 @@ def main(argv=None) -> int:
                          "as the class, unmatched groups flat over classes (0 = off)")
     ap.add_argument("--group-tokens", type=int, nargs=2, default=None, metavar=("STAGE1", "STAGE2"),
                     help="group tokens of the two grouping stages (default: the tiny architecture's 24 8)")
+    ap.add_argument("--matched-group-warmup", type=int, default=0,
+                    help="raise the matched-group weight linearly from 0 over this many steps: at weight 3 from the "
+                         "first step the image-text loss never left chance level")
     a = ap.parse_args(argv)
     r = train(a.out, not a.no_npr, a.world, a.steps, a.batch, a.lr, a.warmup,
               multi_label_weight=a.multi_label_weight, seed=a.seed, threads=a.threads, device=a.device, log=a.log,
               time_limit=a.time_limit, init_vision=a.init_vision, group_label_weight=a.group_label_weight,
-              matched_group_weight=a.matched_group_weight, group_tokens=a.group_tokens)
+              matched_group_weight=a.matched_group_weight, group_tokens=a.group_tokens,
+              matched_group_warmup=a.matched_group_warmup)
     print(json.dumps({"train_seconds": r["train_seconds"], "steps_done": r["steps_done"], "out": str(a.out)}))
     return 0
 

@@ -117,3 +117,14 @@ def test_projector_batchnorms_keep_their_statistics_in_training():
     norms = [m for m in r["model"].modules() if isinstance(m, torch.nn.BatchNorm1d)]
     assert norms and all(torch.equal(m.running_mean, torch.zeros_like(m.running_mean)) for m in norms)
     assert all(torch.equal(m.running_var, torch.ones_like(m.running_var)) for m in norms)
+
+
+def test_matched_group_weight_ramps_up_over_its_warmup(tmp_path):
+    assert [tp.warmup_ramp(s, 4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert tp.warmup_ramp(0, 0) == 1.0
+    tp.train(tmp_path / "m", steps=2, batch=4, warmup=1, seed=1, model_args=SMALL, quiet=True,
+             matched_group_weight=2.0, matched_group_warmup=400, log=tmp_path / "log.jsonl")
+    setup = json.loads((tmp_path / "m" / "training.json").read_text())
+    assert setup["matched_group_weight"] == 2.0 and setup["matched_group_warmup"] == 400
+    first = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[1])
+    assert np.isfinite(first["matched_group"])
