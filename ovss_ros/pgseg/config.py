@@ -73,7 +73,7 @@ PGSEG_PRESETS: dict[str, dict[str, Any]] = {
     # background threshold and top-k chosen on validation scenes for the shipped model
     # (benchmarks/pgseg_toy_figures.py; docs/pgseg.md)
     "tiny": dict(image_size=None, resize="square", crop_size=None, prompt_template="a picture of {}",
-                 background_threshold=0.9, top_k=4),
+                 background_threshold=0.2, top_k=8),
 }
 # "paper" names each method's published protocol, so one preset name works for both methods.
 PGSEG_PRESET_ALIASES = {"paper": "pgseg"}
