@@ -108,6 +108,24 @@ def sharpen(model, cross_gain: float, seed: int = 0):
     return model
 
 
+@torch.no_grad()
+def resize_image_grid(model, processor, image_size: int):
+    """Give a BLIP a new square input size in place: its position table is resampled to the new patch grid by
+    transformers' own `interpolate_pos_encoding` (bicubic), so a model trained at one size can start training
+    at another. The processor resizes to the new size too."""
+    from torch import nn
+
+    emb = model.vision_model.embeddings
+    n = (image_size // emb.patch_size) ** 2
+    dummy = torch.zeros(1, 1 + n, emb.embed_dim, dtype=emb.position_embedding.dtype)
+    table = emb.interpolate_pos_encoding(dummy, image_size, image_size)
+    emb.position_embedding = nn.Parameter(table.contiguous())
+    emb.image_size, emb.num_patches, emb.num_positions = image_size, n, n + 1
+    model.config.vision_config.image_size = image_size
+    processor.image_processor.size = {"height": image_size, "width": image_size}
+    return model
+
+
 def save_model(model, processor, directory: Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ..engine.image_io import preprocess
 from ..pnp_ovss.prompts import enc_token_id
-from ..pnp_ovss.tiny_model import build_blip, save_model
+from ..pnp_ovss.tiny_model import build_blip, resize_image_grid, save_model
 from .scene_source import SceneSource
 from .training_common import json_lines, lr_at
 from .world import vocabulary_words
@@ -197,6 +197,8 @@ def train(out: Optional[Path], world: str = "pattern", steps: int = 3000, batch:
         model = BlipForImageTextRetrieval.from_pretrained(str(init), use_safetensors=True)
         processor = BlipProcessor.from_pretrained(str(init))
         model_args = {**MODEL_ARGS, **(model_args or {}), "init": str(init)}
+        if model_args["image_size"] != model.config.vision_config.image_size:    # e.g. a v1 model onto v2's frames
+            resize_image_grid(model, processor, model_args["image_size"])
     else:
         model, processor = build_blip(vocabulary_words(world), seed=seed, **(model_args or MODEL_ARGS))
     model.train().to(dev)

@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ovss_ros.toy_world import train as tr
 from ovss_ros.toy_world.world import class_names, make_scene
@@ -106,3 +107,27 @@ def test_v2_training_warps_frames_to_the_model_input(tmp_path):
              model_args={**SMALL, "image_size": 64})
     assert r["toy_version"] == 2 and r["scene_pool"] == 8 and r["heldout"]["pairs"] == 2 * 12
     assert r["model"].config.vision_config.image_size == 64
+
+
+def test_a_model_starts_training_at_another_input_size(tmp_path):
+    """--init with another --image-size: the position table is resampled to the new grid (a v1 model onto v2's
+    frames), the class token's row is kept, and the saved model and processor both use the new size."""
+    from transformers import BlipForImageTextRetrieval, BlipProcessor
+
+    from ovss_ros.pnp_ovss.tiny_model import build_blip, save_model
+
+    model, processor = build_blip(class_names("pattern"), seed=1, **SMALL)
+    save_model(model, processor, tmp_path / "small")
+    before = model.vision_model.embeddings.position_embedding.detach().clone()
+    r = _run(tmp_path, "bigger", steps=1, lr=0.0, init=tmp_path / "small", model_args={**SMALL, "image_size": 128})
+    table = r["model"].vision_model.embeddings.position_embedding
+    assert table.shape == (1, 1 + 16 * 16, 32) and torch.equal(table[0, 0], before[0, 0])
+    loaded = BlipForImageTextRetrieval.from_pretrained(str(tmp_path / "bigger"), use_safetensors=True)
+    assert loaded.config.vision_config.image_size == 128
+    assert BlipProcessor.from_pretrained(str(tmp_path / "bigger")).image_processor.size == {"height": 128,
+                                                                                          "width": 128}
+    # the new table is the old one resampled, not a fresh one: taken back to 12 x 12 it still follows the old
+    old = before[0, 1:].reshape(1, 12, 12, -1).permute(0, 3, 1, 2)
+    back = F.interpolate(table[0, 1:].detach().reshape(1, 16, 16, -1).permute(0, 3, 1, 2), size=(12, 12),
+                         mode="bicubic", align_corners=False)
+    assert F.cosine_similarity(back.flatten(), old.flatten(), dim=0) > 0.8
