@@ -25,6 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ovss_ros.evaluation.metrics import ConfusionMatrix  # noqa: E402
 from ovss_ros.pgseg.inference import pixel_groups  # noqa: E402
 from ovss_ros.pgseg.model import PGSegModel, image_embeddings, text_embeddings, vision_forward  # noqa: E402
 from ovss_ros.pgseg.preprocess import preprocess  # noqa: E402
@@ -41,8 +42,7 @@ def diagnose(directory: Path, n: int, world: str = "pattern") -> dict:
     names = class_names(world)
     prompts = tok([f"a picture of {c}" for c in names], padding="longest", return_tensors="pt")
     text = torch.nn.functional.normalize(text_embeddings(model, prompts.input_ids, prompts.attention_mask), dim=-1)
-    k = len(names) + 1
-    inter, union = np.zeros(k), np.zeros(k)
+    oracle_scores = ConfusionMatrix(len(names) + 1)
     used, purity, named = [], [], []
     for i in range(n):
         scene = make_scene(scene_seed("heldout", i), world)
@@ -61,14 +61,10 @@ def diagnose(directory: Path, n: int, world: str = "pattern") -> dict:
             if majority > 0:
                 named.append(named_as[g] == majority)
         used.append(len(np.unique(index)))
-        for c in range(k):
-            a, b = oracle == c, scene.labels == c
-            inter[c] += (a & b).sum()
-            union[c] += (a | b).sum()
-    seen = union > 0
+        oracle_scores.update(scene.labels, oracle)
     return {"model": str(directory), "scenes": f"heldout 0..{n - 1}", "world": world,
             "groups_used": round(float(np.mean(used)), 3), "purity": round(float(np.mean(purity)), 4),
-            "oracle_named_mIoU": round(float((inter[seen] / union[seen]).mean()), 4),
+            "oracle_named_mIoU": round(oracle_scores.metrics()["mIoU"], 4),
             "object_groups_named_right": round(float(np.mean(named)), 4) if named else None}
 
 
