@@ -27,6 +27,8 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from .inference import chain_assignments
+
 
 def check_temperature(value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
@@ -44,14 +46,14 @@ def group_maps(assignments: Sequence[torch.Tensor], size: tuple[int, int], patch
     """[B, G, h, w]: each pixel's soft assignment to the final groups (sums to 1 over G), chained over the
     grouping stages and upsampled as inference.pixel_groups does before its argmax. `temperature` tempers each
     stage's softmax over groups (a ** (1 / T), renormalised: the softmax of its logits / T)."""
-    chained = None
+    stages = []
     for a in assignments:
         a = a.float()
         if temperature != 1.0:
             a = a.clamp_min(1e-30).pow(1.0 / temperature)
             a = a / a.sum(dim=1, keepdim=True)
-        a = a.transpose(1, 2)                              # [B, N_in, G_s]
-        chained = a if chained is None else chained @ a
+        stages.append(a)
+    chained = chain_assignments(stages)
     h, w = size
     maps = chained.transpose(1, 2).reshape(chained.shape[0], chained.shape[2], h // patch, w // patch)
     return F.interpolate(maps, size=(h, w), mode="bilinear", align_corners=False)

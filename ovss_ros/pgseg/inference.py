@@ -32,13 +32,20 @@ def window_origins(height: int, width: int, crop: int, stride: int) -> list[tupl
     return out
 
 
-def pixel_groups(assignments: Sequence[torch.Tensor], size: tuple[int, int], patch: int) -> torch.Tensor:
-    """[B, h, w] index of each pixel's final group. `assignments`: per grouping stage [B, G_s, N_in] soft
-    assignments (softmax over groups); `size`: the window (h, w) the encoder saw."""
+def chain_assignments(assignments: Sequence[torch.Tensor]) -> torch.Tensor:
+    """[B, N_patches, G_final]: each patch's soft assignment to the final groups through every grouping stage.
+    `assignments`: per grouping stage [B, G_s, N_in] soft assignments (softmax over groups)."""
     chained = None
     for a in assignments:
         a = a.transpose(1, 2)                              # [B, N_in, G_s]
         chained = a if chained is None else chained @ a
+    return chained
+
+
+def pixel_groups(assignments: Sequence[torch.Tensor], size: tuple[int, int], patch: int) -> torch.Tensor:
+    """[B, h, w] index of each pixel's final group. `assignments`: per grouping stage [B, G_s, N_in] soft
+    assignments (softmax over groups); `size`: the window (h, w) the encoder saw."""
+    chained = chain_assignments(assignments)
     h, w = size
     grid = (h // patch, w // patch)
     maps = chained.transpose(1, 2).reshape(chained.shape[0], chained.shape[2], *grid)

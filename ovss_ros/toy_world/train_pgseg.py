@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
 from ..pnp_ovss.model_loading import _CLIP_MEAN as CLIP_MEAN, _CLIP_STD as CLIP_STD
+from ..pgseg.inference import chain_assignments
 from ..pgseg.loading import IMAGENET_MEAN, IMAGENET_STD
 from ..pgseg.model import PGSegModel, project, text_embeddings, vision_forward
 from ..pgseg.preprocess import preprocess
@@ -128,20 +129,12 @@ def warmup_ramp(step: int, warmup: int) -> float:
     return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
 
 
-def chained_assignment(vision) -> torch.Tensor:
-    """[B, G_final, N_patches]: each patch's soft assignment to the final groups, through every grouping stage."""
-    chained = None
-    for a in vision.assignments:                       # [B, G_s, N_in], softmax over groups
-        chained = a if chained is None else a @ chained
-    return chained
-
-
 def pooled_groups(model: PGSegModel, vision) -> torch.Tensor:
     """[B, G, P] unit vectors: each final group described by the patches it owns alone, the patch tokens of the
     first grouping stage averaged with the chained soft assignment (patch -> final group) as weights, then the
     final LayerNorm and the projector. The group tokens themselves also see every patch through attention, so a
     loss on them alone leaves the assignment free; a loss on these makes each group's patches carry its class."""
-    chained = chained_assignment(vision)
+    chained = chain_assignments(vision.assignments).transpose(1, 2)          # [B, G, N_patches]
     weights = chained / (chained.sum(dim=-1, keepdim=True) + 1e-6)
     pooled = weights @ vision.grouped[0]
     return F.normalize(project(model, model.visual_projection, model.vision_model.layernorm(pooled)), dim=-1)

@@ -106,7 +106,7 @@ def test_a_groups_pooled_description_follows_the_patches_it_owns():
     with torch.no_grad():
         expect = tp.project(model, model.visual_projection, model.vision_model.layernorm(patches[:, 2:].mean(1)))
     assert torch.allclose(pooled[0, 0], torch.nn.functional.normalize(expect, dim=-1)[0], atol=1e-5)
-    assert tp.chained_assignment(vision)[0].argmax(0).tolist() == [1, 1, 0, 0]
+    assert tp.chain_assignments(vision.assignments)[0].argmax(-1).tolist() == [1, 1, 0, 0]
 
 
 def test_projector_batchnorms_keep_their_statistics_in_training():
