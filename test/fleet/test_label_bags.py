@@ -180,9 +180,15 @@ def test_interrupted_run_leaves_only_complete_outputs_and_resumes(cluster, tmp_p
     for i, name in enumerate(names):
         write_toy_bag(src / name, seed=i, n_frames=4, storage="mcap" if i % 2 else "sqlite3")
     args = [str(src), "--out", str(out), "--workers", "2", "--frames-per-batch", "1", *COMMON]
-    proc = subprocess.Popen([sys.executable, "-m", "ovss_ros.fleet.cli", *args, "--num-cpus", "2",
-                             "--debug-extra-latency", "1.0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    # Ctrl-C as from a terminal: a suite started in the background by a non-interactive shell ignores SIGINT, and
+    # the child would inherit that; a caught signal is reset to its default in the child at exec
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "ovss_ros.fleet.cli", *args, "--num-cpus", "2",
+                                 "--debug-extra-latency", "1.0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
     try:
         assert wait_until(lambda: any((out / n).exists() for n in names) or proc.poll() is not None, 240)
         assert proc.poll() is None, proc.communicate()[0][-3000:]
