@@ -9,7 +9,8 @@ the most direct image-level signal there is. No masks, as in the real training.
 Held out (the world's held-out seeds), per image and per present class k, it counts how often k's logit beats
 the logit of each absent class that shares k's colour (same colour, other pattern or shape). That ranking
 accuracy is 0.5 for a tower that sees colour and nothing else, 1.0 for one that tells the second attribute
-apart; it needs no threshold. Run the pattern world as the control: there the same probe must learn.
+apart; it needs no threshold. The same ranking against absent classes of colours not in the image shows
+whether colour itself was learned. Run the pattern world as the control: there the same probe must learn.
 
     .venv/bin/python benchmarks/vision_probe.py --world pattern --steps 400
     .venv/bin/python benchmarks/vision_probe.py --world shape --steps 400 --init <saved BLIP>
@@ -44,7 +45,7 @@ def colour_of(name: str, world: str) -> str:
 def score(tower, head, scenes, names, world: str, mean, std, size: int) -> dict:
     """Ranking accuracy against same-colour negatives, and thresholded accuracy by kind of pair."""
     tower.eval()
-    wins, kinds = [], {"positive": [], "same_colour": [], "other": []}
+    wins, colour_wins, kinds = [], [], {"positive": [], "same_colour": [], "other": []}
     for i in range(0, len(scenes), 64):
         chunk = scenes[i:i + 64]
         x, y = scenes_to_batch(chunk, mean, std, len(names), size)
@@ -57,16 +58,34 @@ def score(tower, head, scenes, names, world: str, mean, std, size: int) -> dict:
                 if yy[k]:
                     rivals = [j for j, n in enumerate(names) if not yy[j] and colour_of(n, world) == colour_of(name, world)]
                     wins += [float(z[k] > z[j]) for j in rivals]
+                    colour_wins += [float(z[k] > z[j]) for j, n in enumerate(names)
+                                    if not yy[j] and colour_of(n, world) not in colours]
     tower.train()
     out = {f"acc_{k}": round(float(np.mean(v)), 4) for k, v in kinds.items() if v}
     out["ranking_vs_same_colour"] = round(float(np.mean(wins)), 4) if wins else float("nan")
     out["ranking_pairs"] = len(wins)
+    # the same against absent classes of a colour no present class has: what colour alone decides
+    out["ranking_vs_other_colours"] = round(float(np.mean(colour_wins)), 4) if colour_wins else float("nan")
     return out
 
 
+def use_plain_fills() -> None:
+    """Every object of world v2 gets a plain fill (the shape world's free fill patterns and dotted distractors
+    go): does a striped or checked fill hide the silhouette? It patches world_v2 in this process, so the scene
+    pool's workers must be forked from it."""
+    import multiprocessing
+
+    from ovss_ros.toy_world import world_v2
+    if multiprocessing.get_start_method() != "fork":
+        raise RuntimeError("--plain-fills needs the 'fork' start method for the scene pool's workers")
+    world_v2.PATTERNS, world_v2.DISTRACTOR_PATTERNS = ("plain",), ()
+
+
 def probe(world: str, steps: int, init: Path | None, lr: float, pool: int, heldout: int, seed: int,
-          eval_every: int, log: Path | None) -> dict:
+          eval_every: int, log: Path | None, plain_fills: bool = False) -> dict:
     torch.manual_seed(seed)
+    if plain_fills:
+        use_plain_fills()
     if init is not None:
         from transformers import BlipForImageTextRetrieval, BlipProcessor
         model = BlipForImageTextRetrieval.from_pretrained(str(init), use_safetensors=True)
@@ -86,7 +105,7 @@ def probe(world: str, steps: int, init: Path | None, lr: float, pool: int, heldo
     logf = open(log, "a") if log else None
     emit = json_lines(logf, quiet=False)
     setup = dict(world=world, toy_version=2, steps=steps, lr=lr, scene_pool=pool, heldout=heldout, seed=seed,
-                 init=str(init) if init else None, image_size=size, threads=torch.get_num_threads())
+                 init=str(init) if init else None, plain_fills=plain_fills, image_size=size, threads=torch.get_num_threads())
     emit({"event": "start", **setup, **score(tower, head, held, names, world, mean, std, size)})
     t0 = time.time()
     for step in range(steps):
@@ -120,11 +139,12 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--plain-fills", action="store_true", help="world v2 objects with plain fills only (a control)")
     ap.add_argument("--log", type=Path, default=None, help="append JSON lines here")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    probe(a.world, a.steps, a.init, a.lr, a.scene_pool, a.heldout, a.seed, a.eval_every, a.log)
+    probe(a.world, a.steps, a.init, a.lr, a.scene_pool, a.heldout, a.seed, a.eval_every, a.log, a.plain_fills)
     return 0
 
 

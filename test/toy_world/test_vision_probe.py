@@ -51,6 +51,7 @@ def test_ranking_score_separates_right_from_reversed(world):
     wrong = vp.score(_Oracle(scenes, len(names), -1.0), head, scenes, names, world, mean, std, 32)
     assert right["ranking_pairs"] == wrong["ranking_pairs"] > 0
     assert right["ranking_vs_same_colour"] == 1.0 and wrong["ranking_vs_same_colour"] == 0.0
+    assert right["ranking_vs_other_colours"] == 1.0 and wrong["ranking_vs_other_colours"] == 0.0
     assert right["acc_positive"] == right["acc_same_colour"] == 1.0
     assert wrong["acc_positive"] == 0.0
 
@@ -70,3 +71,15 @@ def test_short_run_trains_and_logs(tmp_path):
     assert events == ["start", "heldout", "heldout", "done"]
     assert final["steps"] == 3 and final["world"] == "shape"
     assert 0.0 <= final["ranking_vs_same_colour"] <= 1.0 and np.isfinite(final["train_seconds"])
+
+
+def test_plain_fills_leave_only_plain_objects(monkeypatch):
+    vp = _probe_module()
+    from ovss_ros.toy_world import world_v2
+
+    monkeypatch.setattr(world_v2, "PATTERNS", world_v2.PATTERNS)      # restored after the test
+    monkeypatch.setattr(world_v2, "DISTRACTOR_PATTERNS", world_v2.DISTRACTOR_PATTERNS)
+    before = {o.pattern for s in world_v2.heldout_scenes(20, "shape") for o in s.objects}
+    vp.use_plain_fills()
+    after = {o.pattern for s in world_v2.heldout_scenes(20, "shape") for o in s.objects}
+    assert len(before) > 1 and after == {"plain"}
