@@ -85,6 +85,8 @@ def probe(world: str, steps: int, init: Path | None, lr: float, pool: int, heldo
           eval_every: int, log: Path | None, plain_fills: bool = False) -> dict:
     torch.manual_seed(seed)
     if plain_fills:
+        if world != "shape":
+            raise ValueError("--plain-fills is for the shape world: in the pattern world the fill is the class")
         use_plain_fills()
     if init is not None:
         from transformers import BlipForImageTextRetrieval, BlipProcessor

@@ -83,3 +83,10 @@ def test_plain_fills_leave_only_plain_objects(monkeypatch):
     vp.use_plain_fills()
     after = {o.pattern for s in world_v2.heldout_scenes(20, "shape") for o in s.objects}
     assert len(before) > 1 and after == {"plain"}
+
+
+def test_plain_fills_are_refused_in_the_pattern_world():
+    vp = _probe_module()
+    with pytest.raises(ValueError, match="shape world"):
+        vp.probe("pattern", steps=1, init=None, lr=5e-4, pool=40, heldout=4, seed=0, eval_every=1, log=None,
+                 plain_fills=True)
