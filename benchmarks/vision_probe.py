@@ -69,6 +69,23 @@ def score(tower, head, scenes, names, world: str, mean, std, size: int) -> dict:
     return out
 
 
+class ConvTower(torch.nn.Module):
+    """The control architecture: four stride-2 3 x 3 convolutions and a global max-pool, shaped like the ViT's
+    output ([B, 1, 128], the pooled feature in the [CLS] place) so the same head and score apply."""
+
+    def __init__(self, width: int = 128):
+        super().__init__()
+        chans = [3, 32, 64, width, width]
+        layers = []
+        for a, b in zip(chans, chans[1:]):
+            layers += [torch.nn.Conv2d(a, b, 3, stride=2, padding=1), torch.nn.GroupNorm(8, b), torch.nn.GELU()]
+        self.body = torch.nn.Sequential(*layers)
+
+    def forward(self, pixel_values):
+        from types import SimpleNamespace
+        return SimpleNamespace(last_hidden_state=self.body(pixel_values).amax((2, 3))[:, None])
+
+
 def use_plain_fills() -> None:
     """Every object of world v2 gets a plain fill (the shape world's free fill patterns and dotted distractors
     go): does a striped or checked fill hide the silhouette? It patches world_v2 in this process, so the scene
@@ -82,7 +99,8 @@ def use_plain_fills() -> None:
 
 
 def probe(world: str, steps: int, init: Path | None, lr: float, pool: int, heldout: int, seed: int,
-          eval_every: int, log: Path | None, plain_fills: bool = False) -> dict:
+          eval_every: int, log: Path | None, plain_fills: bool = False, patch_size: int = MODEL_ARGS["patch_size"],
+          tower_kind: str = "vit") -> dict:
     torch.manual_seed(seed)
     if plain_fills:
         if world != "shape":
@@ -93,8 +111,11 @@ def probe(world: str, steps: int, init: Path | None, lr: float, pool: int, heldo
         model = BlipForImageTextRetrieval.from_pretrained(str(init), use_safetensors=True)
         processor = BlipProcessor.from_pretrained(str(init))
     else:
-        model, processor = build_blip(vocabulary_words(world), seed=seed, **{**MODEL_ARGS, "image_size": 128})
-    tower = model.vision_model.train()
+        model, processor = build_blip(vocabulary_words(world), seed=seed,
+                                      **{**MODEL_ARGS, "image_size": 128, "patch_size": patch_size})
+    if tower_kind not in ("vit", "cnn"):
+        raise ValueError(f"tower must be vit or cnn, got {tower_kind!r}")
+    tower = (model.vision_model if tower_kind == "vit" else ConvTower(model.config.vision_config.hidden_size)).train()
     size = model.config.vision_config.image_size
     source = SceneSource(world, 2, 32, seed, pool)
     names = source.names
@@ -107,7 +128,8 @@ def probe(world: str, steps: int, init: Path | None, lr: float, pool: int, heldo
     logf = open(log, "a") if log else None
     emit = json_lines(logf, quiet=False)
     setup = dict(world=world, toy_version=2, steps=steps, lr=lr, scene_pool=pool, heldout=heldout, seed=seed,
-                 init=str(init) if init else None, plain_fills=plain_fills, image_size=size, threads=torch.get_num_threads())
+                 init=str(init) if init else None, plain_fills=plain_fills, image_size=size,
+                 tower=tower_kind, patch_size=model.config.vision_config.patch_size if tower_kind == "vit" else None, threads=torch.get_num_threads())
     emit({"event": "start", **setup, **score(tower, head, held, names, world, mean, std, size)})
     t0 = time.time()
     for step in range(steps):
@@ -141,12 +163,17 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--patch-size", type=int, default=MODEL_ARGS["patch_size"],
+                    help="ViT patch of a fresh tower (128 px input): 8 gives a 16 x 16 grid, 16 an 8 x 8 one")
+    ap.add_argument("--tower", default="vit", choices=["vit", "cnn"],
+                    help="the BLIP ViT, or a small convolutional net as a control of the data (not a BLIP)")
     ap.add_argument("--plain-fills", action="store_true", help="world v2 objects with plain fills only (a control)")
     ap.add_argument("--log", type=Path, default=None, help="append JSON lines here")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    probe(a.world, a.steps, a.init, a.lr, a.scene_pool, a.heldout, a.seed, a.eval_every, a.log, a.plain_fills)
+    probe(a.world, a.steps, a.init, a.lr, a.scene_pool, a.heldout, a.seed, a.eval_every, a.log, a.plain_fills,
+          a.patch_size, a.tower)
     return 0
 
 

@@ -90,3 +90,16 @@ def test_plain_fills_are_refused_in_the_pattern_world():
     with pytest.raises(ValueError, match="shape world"):
         vp.probe("pattern", steps=1, init=None, lr=5e-4, pool=40, heldout=4, seed=0, eval_every=1, log=None,
                  plain_fills=True)
+
+
+def test_conv_control_tower_fits_the_score_and_trains(tmp_path):
+    vp = _probe_module()
+    tower = vp.ConvTower(128)
+    out = tower(torch.zeros(2, 3, 128, 128)).last_hidden_state
+    assert out.shape == (2, 1, 128)
+    final = vp.probe("shape", steps=2, init=None, lr=5e-4, pool=40, heldout=8, seed=0, eval_every=1, log=None,
+                     tower_kind="cnn")
+    assert final["tower"] == "cnn" and final["patch_size"] is None
+    with pytest.raises(ValueError, match="vit or cnn"):
+        vp.probe("shape", steps=1, init=None, lr=5e-4, pool=40, heldout=4, seed=0, eval_every=1, log=None,
+                 tower_kind="mlp")
