@@ -101,6 +101,8 @@ def use_plain_fills() -> None:
 def probe(world: str, steps: int, init: Path | None, lr: float, pool: int, heldout: int, seed: int,
           eval_every: int, log: Path | None, plain_fills: bool = False, patch_size: int = MODEL_ARGS["patch_size"],
           tower_kind: str = "vit") -> dict:
+    if tower_kind not in ("vit", "cnn"):
+        raise ValueError(f"tower must be vit or cnn, got {tower_kind!r}")
     torch.manual_seed(seed)
     if plain_fills:
         if world != "shape":
@@ -113,8 +115,6 @@ def probe(world: str, steps: int, init: Path | None, lr: float, pool: int, heldo
     else:
         model, processor = build_blip(vocabulary_words(world), seed=seed,
                                       **{**MODEL_ARGS, "image_size": 128, "patch_size": patch_size})
-    if tower_kind not in ("vit", "cnn"):
-        raise ValueError(f"tower must be vit or cnn, got {tower_kind!r}")
     tower = (model.vision_model if tower_kind == "vit" else ConvTower(model.config.vision_config.hidden_size)).train()
     size = model.config.vision_config.image_size
     source = SceneSource(world, 2, 32, seed, pool)
@@ -129,7 +129,8 @@ def probe(world: str, steps: int, init: Path | None, lr: float, pool: int, heldo
     emit = json_lines(logf, quiet=False)
     setup = dict(world=world, toy_version=2, steps=steps, lr=lr, scene_pool=pool, heldout=heldout, seed=seed,
                  init=str(init) if init else None, plain_fills=plain_fills, image_size=size,
-                 tower=tower_kind, patch_size=model.config.vision_config.patch_size if tower_kind == "vit" else None, threads=torch.get_num_threads())
+                 tower=tower_kind, patch_size=model.config.vision_config.patch_size if tower_kind == "vit" else None,
+                 threads=torch.get_num_threads())
     emit({"event": "start", **setup, **score(tower, head, held, names, world, mean, std, size)})
     t0 = time.time()
     for step in range(steps):
