@@ -56,8 +56,8 @@ def score(tower, head, scenes, names, world: str, mean, std, size: int) -> dict:
                 kind = "positive" if yy[k] else "same_colour" if colour_of(name, world) in colours else "other"
                 kinds[kind].append(bool((z[k] > 0) == yy[k]))
                 if yy[k]:
-                    rivals = [j for j, n in enumerate(names) if not yy[j] and colour_of(n, world) == colour_of(name, world)]
-                    wins += [float(z[k] > z[j]) for j in rivals]
+                    wins += [float(z[k] > z[j]) for j, n in enumerate(names)
+                             if not yy[j] and colour_of(n, world) == colour_of(name, world)]
                     colour_wins += [float(z[k] > z[j]) for j, n in enumerate(names)
                                     if not yy[j] and colour_of(n, world) not in colours]
     tower.train()
