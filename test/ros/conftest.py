@@ -64,15 +64,30 @@ class Probe:
         self.rclpy = rclpy
         self.node = rclpy.create_node(f"probe_{os.getpid()}")
         self._clients: dict = {}
-        self.executor = MultiThreadedExecutor(num_threads=2)
+        self._subscriptions: list = []   # (subscription, collector), dropped when their test module ends
+        # every subscription and client gets a callback group of its own: in the node's one default group a
+        # service reply waits behind every message of every topic the session listens to
+        self.executor = MultiThreadedExecutor(num_threads=4)
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
         self.thread.start()
 
     def collect(self, msg_type, topic: str, qos=10) -> Collector:
+        from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+
         c = Collector()
-        self.node.create_subscription(msg_type, topic, c, qos)
+        sub = self.node.create_subscription(msg_type, topic, c, qos,
+                                            callback_group=MutuallyExclusiveCallbackGroup())
+        self._subscriptions.append((sub, c))
         return c
+
+    def drop_subscriptions(self, keep: int) -> None:
+        """Destroy the subscriptions made after the first `keep` and free what they collected: left to the
+        end of the session, every module's collectors go on storing every message (frames included)."""
+        dropped, self._subscriptions = self._subscriptions[keep:], self._subscriptions[:keep]
+        for sub, collector in dropped:
+            self.node.destroy_subscription(sub)
+            collector.clear()
 
     def call(self, srv_type, name: str, request, timeout: float = 20.0, attempts: int = 3):
         """Call a service and return its response. One client per service, kept: a new client's first request
@@ -83,7 +98,10 @@ class Probe:
         key = (srv_type, name)
         client = self._clients.get(key)
         if client is None:
-            client = self._clients[key] = self.node.create_client(srv_type, name)
+            from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+
+            client = self._clients[key] = self.node.create_client(
+                srv_type, name, callback_group=MutuallyExclusiveCallbackGroup())
         assert client.wait_for_service(timeout_sec=timeout), f"service {name} not available"
         for _ in range(attempts):
             future = client.call_async(request)
@@ -103,15 +121,38 @@ class Probe:
         self.node.destroy_node()
 
 
+_PROBE: list = []   # the session's probe once a test has asked for it
+
+
 @pytest.fixture(scope="session")
 def probe():
     import rclpy
 
     rclpy.init()
     p = Probe()
+    _PROBE.append(p)
     yield p
+    _PROBE.clear()
     p.close()
     rclpy.try_shutdown()
+
+
+_RUNNING: list = []   # NodeProcess objects not stopped yet, for the report of a failed test
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report ends with the tail of each running node's log and whether it is still alive:
+    a service that does not answer reads the same in the test whether the node hung, died or never got the
+    request."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for node in _RUNNING:
+            code = node.proc.poll()
+            state = "running" if code is None else f"exited with {code}"
+            report.sections.append((f"node {node.namespace}/{node.name} ({state}), end of its log",
+                                    node.log()[-4000:]))
 
 
 class NodeProcess:
@@ -127,6 +168,7 @@ class NodeProcess:
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO)
+        _RUNNING.append(self)
 
     def log(self) -> str:
         self._log.flush()
@@ -150,6 +192,8 @@ class NodeProcess:
                 self.proc.kill()
                 self.proc.wait(5)
         self._log.close()
+        if self in _RUNNING:
+            _RUNNING.remove(self)
         return self.proc.returncode
 
 
@@ -171,10 +215,13 @@ def _stop_the_modules_nodes():
     """Set up before, and torn down after, every module-scoped fixture of the module that may start nodes."""
     started: list = []
     _MODULE_NODES.append(started)
+    subscriptions = len(_PROBE[0]._subscriptions) if _PROBE else 0
     yield
     _MODULE_NODES.remove(started)
     for p in started:
         p.stop()
+    if _PROBE:
+        _PROBE[0].drop_subscriptions(subscriptions)
 
 
 @pytest.fixture(scope="session")
