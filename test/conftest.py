@@ -40,3 +40,20 @@ def tiny_pgseg_dir(tmp_path_factory, tiny_blip_words) -> Path:
     directory = tmp_path_factory.mktemp("tiny_pgseg")
     model, tok = build_pgseg(["a photo of picture", *tiny_blip_words], directory, seed=0)
     return save_pgseg(model, tok, directory)
+
+
+@pytest.fixture(scope="session")
+def benchmark_script():
+    """benchmark_script("vision_probe") -> benchmarks/vision_probe.py as a module: the scripts are not a package,
+    and their tests call their functions."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+
+    def load(name: str):   # a fresh module per call: some tests patch what a script holds
+        spec = importlib.util.spec_from_file_location(name, root / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -2,24 +2,12 @@
 "float32 split into bf16 parts" route rests, is lossless where it must be and accurate to about 2^-16."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_cpu_kernels", ROOT / "benchmarks/bench_cpu_kernels.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_bf16_parts_are_bf16_exact_and_sum_to_the_factor():
+def test_bf16_parts_are_bf16_exact_and_sum_to_the_factor(benchmark_script):
     t = torch.randn(64, 96, generator=torch.Generator().manual_seed(0)) * 10.0 ** torch.arange(-3, 3).repeat(16)[:96]
-    hi, lo = _bench().bf16_parts(t)
+    hi, lo = benchmark_script("bench_cpu_kernels").bf16_parts(t)
     assert hi.dtype == lo.dtype == torch.float32
     for part in (hi, lo):                      # converting to bf16 loses nothing: the oneDNN mode sees them exactly
         assert torch.equal(part.bfloat16().float(), part)
@@ -29,9 +17,9 @@ def test_bf16_parts_are_bf16_exact_and_sum_to_the_factor():
     assert two_parts.max() < 2.0 ** -15        # hi + lo: about 2^-17
 
 
-def test_split_product_matches_float64_to_the_split_precision():
+def test_split_product_matches_float64_to_the_split_precision(benchmark_script):
     torch.manual_seed(0)
-    b = _bench()
+    b = benchmark_script("bench_cpu_kernels")
     x, w = torch.randn(8, 32), torch.randn(16, 32)
     (x_hi, x_lo), (w_hi, w_lo) = b.bf16_parts(x), b.bf16_parts(w)
     split = torch.cat([x_hi, x_hi, x_lo], 1).double() @ torch.cat([w_hi, w_lo, w_hi], 1).double().T

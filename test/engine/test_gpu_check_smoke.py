@@ -4,7 +4,6 @@ bare Python is a real virtual environment holding links to only those distributi
 installed-package metadata (which transformers reads) both see what such a machine has. SMOKE=1 runs every
 step on the CPU at the tiny shape; what needs more says so in one line and is skipped. Also: the goals
 table's verdicts, and the numpy face's resize without pillow."""
-import importlib.util
 import json
 import os
 import re
@@ -113,14 +112,7 @@ def test_gpu_check_smoke_runs_end_to_end_on_the_bare_python(bare_python, tmp_pat
     print(f"gpu_check.sh SMOKE=1 on the bare Python: {took:.0f} s")
 
 
-def goals_module():
-    spec = importlib.util.spec_from_file_location("gpu_goals", ROOT / "benchmarks" / "gpu_goals.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_goals_table_says_pass_fail_or_not_measured_per_goal(tmp_path):
+def test_goals_table_says_pass_fail_or_not_measured_per_goal(tmp_path, benchmark_script):
     def row(arch, classes, fps, peak=None, batched=None):
         r = {"arch": arch, "preset": "realtime", "classes": classes, "new_fps": fps}
         if peak is not None:
@@ -133,7 +125,7 @@ def test_goals_table_says_pass_fail_or_not_measured_per_goal(tmp_path):
         row("base", 20, 300.0, 2e9, 200.0), row("large", 5, 90.0), row("large", 20, 45.0, 5.5e9, 100.0)]}))
     (tmp_path / "hot_path_gpu_bfloat16.json").write_text(json.dumps({"device": "H100", "rows": [
         row("large", 20, 70.0, 6.5e9, 56.0)]}))
-    goals = goals_module()
+    goals = benchmark_script("gpu_goals")
     assert goals.main([str(tmp_path), "gpu", "--step", "pgseg=failed"]) == 0
     report = json.loads((tmp_path / "gpu_check_gpu.json").read_text())
     by_goal = {g["goal"]: g for g in report["goals"]}

@@ -1,6 +1,5 @@
 """Bootstrap intervals of mIoU over scenes (ovss_ros/evaluation/bootstrap.py) and the engine-choice table built
 on them (benchmarks/toy_variants.py)."""
-import importlib.util
 import json
 import subprocess
 import sys
@@ -107,15 +106,8 @@ def test_bad_input_is_refused():
         paired_difference(np.ones((4, 3, 4)), np.ones((5, 3, 4)))
 
 
-def _toy_variants():
-    spec = importlib.util.spec_from_file_location("toy_variants", ROOT / "benchmarks/toy_variants.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_world_version_is_passed_on():
-    tv = _toy_variants()
+def test_world_version_is_passed_on(benchmark_script):
+    tv = benchmark_script("toy_variants")
     v1, v2 = tv.toy_scenes(2, "pattern", 1), tv.toy_scenes(2, "pattern", 2)
     assert len(v1) == len(v2) == 2
     assert v1.load(v1.items[0]).rgb.shape == (96, 96, 3) and v2.load(v2.items[0]).rgb.shape == (120, 160, 3)

@@ -2,23 +2,12 @@
 sees colour only, and a short run trains and logs."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _probe_module():
-    spec = importlib.util.spec_from_file_location("vision_probe", ROOT / "benchmarks/vision_probe.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 class _Oracle(torch.nn.Module):
@@ -39,8 +28,8 @@ class _Oracle(torch.nn.Module):
 
 
 @pytest.mark.parametrize("world", ["pattern", "shape"])
-def test_ranking_score_separates_right_from_reversed(world):
-    vp = _probe_module()
+def test_ranking_score_separates_right_from_reversed(world, benchmark_script):
+    vp = benchmark_script("vision_probe")
     from ovss_ros.toy_world.world_v2 import class_names, heldout_scenes
 
     names = class_names(world)
@@ -56,14 +45,14 @@ def test_ranking_score_separates_right_from_reversed(world):
     assert wrong["acc_positive"] == 0.0
 
 
-def test_colour_is_read_from_the_right_word():
-    vp = _probe_module()
+def test_colour_is_read_from_the_right_word(benchmark_script):
+    vp = benchmark_script("vision_probe")
     assert vp.colour_of("striped red", "pattern") == "red"
     assert vp.colour_of("red circle", "shape") == "red"
 
 
-def test_short_run_trains_and_logs(tmp_path):
-    vp = _probe_module()
+def test_short_run_trains_and_logs(tmp_path, benchmark_script):
+    vp = benchmark_script("vision_probe")
     torch.set_num_threads(1)
     log = tmp_path / "probe.jsonl"
     final = vp.probe("shape", steps=3, init=None, lr=5e-4, pool=40, heldout=8, seed=0, eval_every=2, log=log)
@@ -73,8 +62,8 @@ def test_short_run_trains_and_logs(tmp_path):
     assert 0.0 <= final["ranking_vs_same_colour"] <= 1.0 and np.isfinite(final["train_seconds"])
 
 
-def test_plain_fills_leave_only_plain_objects(monkeypatch):
-    vp = _probe_module()
+def test_plain_fills_leave_only_plain_objects(monkeypatch, benchmark_script):
+    vp = benchmark_script("vision_probe")
     from ovss_ros.toy_world import world_v2
 
     monkeypatch.setattr(world_v2, "PATTERNS", world_v2.PATTERNS)      # restored after the test
@@ -85,15 +74,15 @@ def test_plain_fills_leave_only_plain_objects(monkeypatch):
     assert len(before) > 1 and after == {"plain"}
 
 
-def test_plain_fills_are_refused_in_the_pattern_world():
-    vp = _probe_module()
+def test_plain_fills_are_refused_in_the_pattern_world(benchmark_script):
+    vp = benchmark_script("vision_probe")
     with pytest.raises(ValueError, match="shape world"):
         vp.probe("pattern", steps=1, init=None, lr=5e-4, pool=40, heldout=4, seed=0, eval_every=1, log=None,
                  plain_fills=True)
 
 
-def test_conv_control_tower_fits_the_score_and_trains(tmp_path):
-    vp = _probe_module()
+def test_conv_control_tower_fits_the_score_and_trains(tmp_path, benchmark_script):
+    vp = benchmark_script("vision_probe")
     tower = vp.ConvTower(128)
     out = tower(torch.zeros(2, 3, 128, 128)).last_hidden_state
     assert out.shape == (2, 1, 128)
