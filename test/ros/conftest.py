@@ -81,6 +81,10 @@ class Probe:
         self._subscriptions.append((sub, c))
         return c
 
+    @property
+    def subscription_count(self) -> int:
+        return len(self._subscriptions)
+
     def drop_subscriptions(self, keep: int) -> None:
         """Destroy the subscriptions made after the first `keep` and free what they collected: left to the
         end of the session, every module's collectors go on storing every message (frames included)."""
@@ -215,7 +219,7 @@ def _stop_the_modules_nodes():
     """Set up before, and torn down after, every module-scoped fixture of the module that may start nodes."""
     started: list = []
     _MODULE_NODES.append(started)
-    subscriptions = len(_PROBE[0]._subscriptions) if _PROBE else 0
+    subscriptions = _PROBE[0].subscription_count if _PROBE else 0
     yield
     _MODULE_NODES.remove(started)
     for p in started:
