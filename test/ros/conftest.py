@@ -120,6 +120,24 @@ class Probe:
         assert wait_until(lambda: publisher.get_subscription_count() >= count, timeout), \
             f"no subscriber on {publisher.topic_name}"
 
+    def state(self) -> str:
+        """What the probe is doing, for a failed test's report: whether its executor thread runs, which of its
+        entities wait for a callback the executor has not run (rclpy leaves those out of its wait set) and
+        where each of its threads is."""
+        import sys
+        import traceback
+
+        lines = [f"executor thread alive: {self.thread.is_alive()}"]
+        entities = [(f"subscription {sub.topic_name}", sub) for sub, _ in self._subscriptions]
+        entities += [(f"client {client.srv_name}", client) for client in self._clients.values()]
+        lines += [f"callback pending: {name}" for name, e in entities if getattr(e, "_executor_event", False)]
+        frames = sys._current_frames()
+        for t in threading.enumerate():
+            if t is self.thread or t.name.startswith("ThreadPoolExecutor"):
+                stack = traceback.format_stack(frames[t.ident])[-3:] if t.ident in frames else []
+                lines.append(f"thread {t.name}:\n" + "".join(stack))
+        return "\n".join(lines)
+
     def close(self) -> None:
         self.executor.shutdown()
         self.node.destroy_node()
@@ -152,6 +170,8 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     if report.failed:
+        if _PROBE:
+            report.sections.append(("the probe", _PROBE[0].state()))
         for node in _RUNNING:
             code = node.proc.poll()
             state = "running" if code is None else f"exited with {code}"
