@@ -1,10 +1,11 @@
 """Parameters that need no model are checked when they are set (on-set refusal with a reason) or at configure
 (values given at start, which the on-set callback never sees), in one line and before the model is read;
-camera names are relative and unique; a zero stamp is never stale; a same-name node that starts and leaves is
+camera names are relative and unique; a zero stamp is never stale; a same-name node that appears and leaves is
 a warning naming its DDS participant, not an error."""
 import math
 import re
 import time
+from pathlib import Path
 
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
@@ -15,6 +16,7 @@ from rostest_helpers import change_state, lifecycle_state, set_params, stamp, wa
 from test_frame_pipeline import Rig, frame
 
 SPECS = {s.name: s for s in params.NODE_PARAMS}
+SAME_NAME_NODE = Path(__file__).with_name("same_name_node.py")
 
 
 @pytest.mark.parametrize("cameras,words", [
@@ -93,25 +95,26 @@ def test_a_zero_stamp_is_never_stale_and_has_no_age():
         assert rig.overlays.stop(5)
 
 
-def test_a_same_name_node_that_starts_and_leaves_is_a_warning_naming_it(probe, start_node):
+def test_a_same_name_node_that_appears_and_leaves_is_a_warning_naming_it(probe, start_node):
+    """The node that was there first keeps serving: one warning naming the twin's DDS participant, a line when
+    it left, no error. Then a second ovss_node started with the same name leaves by itself."""
     from ovss_ros.msg import ClassMap
     from ovss_ros.ros import qos
+    from ovss_ros.ros.node import DUPLICATE_WINDOW
 
     ns = "/ovss_twin_warn"
-    # after its start window the first node looks for a twin with each /diagnostics: often enough to see
-    # one that leaves within a second of appearing (a Jazzy node does)
     first = start_node(ns, vocabulary=["dog"], diagnostics_period=0.05)
     class_map = probe.collect(ClassMap, f"{ns}/segmentation/class_map", qos.latched())
     assert class_map.wait_for(lambda m: m.vocabulary_version == 1, 120), first.log()
-    # the first node must be past its own start window, in which a twin makes it leave too: it started
-    # before its class map arrived (a node starts in about a second on Jazzy)
-    from ovss_ros.ros.node import DUPLICATE_WINDOW
-
+    # past its own start window, in which a twin makes it leave too (it started before its class map came)
     assert wait_until(lambda: time.monotonic() - class_map.times[0] > DUPLICATE_WINDOW, DUPLICATE_WINDOW + 5)
-    second = start_node(ns, vocabulary=["dog"])
-    assert wait_until(lambda: not second.alive(), 90), second.log()
-    assert second.proc.returncode == 1 and "already running" in second.log()
-    # it may stay in the graph for the DDS participant lease (Fast DDS: 20 s) after its process ended
+    # a twin the test holds until the first has seen it: an ovss_node leaves as soon as it sees the first,
+    # at times before the first's graph shows it
+    twin = start_node(ns, program=(str(SAME_NAME_NODE),))
+    assert wait_until(lambda: "appeared" in first.log() or not twin.alive(), 60), (first.log(), twin.log())
+    assert twin.alive(), twin.log()
+    assert twin.stop() == 0, twin.log()
+    # it may stay in the graph for the DDS participant lease (Fast DDS: 20 s) if it left without a word
     assert wait_until(lambda: "has left" in first.log(), 45), first.log()
     log = first.log()
     warned = [line for line in log.splitlines() if "another node named" in line]
@@ -119,6 +122,11 @@ def test_a_same_name_node_that_starts_and_leaves_is_a_warning_naming_it(probe, s
     assert re.search(rf"named {ns}/ovss_node appeared \(DDS participant ([0-9a-f]{{2}}\.){{11}}[0-9a-f]{{2}}\)",
                      warned[0]), warned[0]
     assert "[ERROR]" not in log and first.alive(), log
+
+    second = start_node(ns, vocabulary=["dog"])
+    assert wait_until(lambda: not second.alive(), 90), second.log()
+    assert second.proc.returncode == 1 and "already running" in second.log(), second.log()
+    assert "[ERROR]" not in first.log() and first.alive(), first.log()
 
 
 def test_a_bad_output_qos_override_fails_configure_in_one_line(start_node):
