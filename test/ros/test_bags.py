@@ -12,7 +12,7 @@ from ovss_ros.msg import ClassMap, SegmentationMasks
 from ovss_ros.pgseg.config import make_pgseg_config
 from ovss_ros.ros.bag_io import STORAGE
 from ovss_ros.ros.image_codec import compressed_to_rgb, image_to_rgb
-from rostest_helpers import T0, assert_scores_agree_with_labels, to_array, wait_until, write_bag
+from rostest_helpers import T0, Collector, assert_scores_agree_with_labels, to_array, wait_until, write_bag
 
 VOCAB = ["red circle", "dog", "blue square"]
 
@@ -73,12 +73,16 @@ def test_play_at_recorded_rate(tmp_path, probe):
     from ovss_ros.ros import qos
 
     write_bag(tmp_path / "bag", "mcap", frames=6, period_ns=2 * 10**8, image_topic="/play/image")
-    got = probe.collect(Image, "/replayed/image", qos.reliable(50))
     # the pace is read from when the player published (DDS source timestamps), not from arrival: a reader
-    # that matched late gets the first frames by retransmission, later than they were sent
-    sent: list = []
-    probe.node.create_subscription(Image, "/replayed/image", lambda msg, info: sent.append(info["source_timestamp"]),
-                                   qos.reliable(50))
+    # that matched late gets the first frames by retransmission, later than they were sent. One reader: the
+    # player starts once the topic has a subscriber, and a second one could match after the first frames
+    got, sent = Collector(), []
+
+    def on_image(msg, info) -> None:
+        sent.append(info["source_timestamp"])
+        got(msg)
+
+    probe.node.create_subscription(Image, "/replayed/image", on_image, qos.reliable(50))
     run = subprocess.Popen([sys.executable, "-m", "ovss_ros.ros.bag_play", str(tmp_path / "bag"), "--topics",
                             "/play/image", "--remap", "/play/image:=/replayed/image", "--rate", "2"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
