@@ -55,39 +55,43 @@ def tiny_model_dir(tiny_blip_dir) -> str:
 
 
 class Probe:
-    """A test-side rclpy node spun in a background thread, with an rclpy context of its own (so its own DDS
-    participant): one per test module, so whatever state one module leaves in it (subscriptions, clients,
-    transport or discovery state) ends with that module."""
-
-    _made = 0
+    """A test-side rclpy node spun in a background thread."""
 
     def __init__(self) -> None:
         import rclpy
-        from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-        from rclpy.context import Context
         from rclpy.executors import MultiThreadedExecutor
 
-        Probe._made += 1
         self.rclpy = rclpy
-        self.context = Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node(f"probe_{os.getpid()}_{Probe._made}", context=self.context)
+        self.node = rclpy.create_node(f"probe_{os.getpid()}")
         self._clients: dict = {}
-        self._subscriptions: list = []   # (subscription, collector)
-        self._own_group = MutuallyExclusiveCallbackGroup
+        self._subscriptions: list = []   # (subscription, collector), dropped when their test module ends
         # every subscription and client gets a callback group of its own: in the node's one default group a
-        # service reply waits behind every message of every topic the module listens to
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        # service reply waits behind every message of every topic the session listens to
+        self.executor = MultiThreadedExecutor(num_threads=4)
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
         self.thread.start()
 
     def collect(self, msg_type, topic: str, qos=10) -> Collector:
+        from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+
         c = Collector()
         sub = self.node.create_subscription(msg_type, topic, c, qos,
-                                            callback_group=self._own_group())
+                                            callback_group=MutuallyExclusiveCallbackGroup())
         self._subscriptions.append((sub, c))
         return c
+
+    @property
+    def subscription_count(self) -> int:
+        return len(self._subscriptions)
+
+    def drop_subscriptions(self, keep: int) -> None:
+        """Destroy the subscriptions made after the first `keep` and free what they collected: left to the
+        end of the session, every module's collectors go on storing every message (frames included)."""
+        dropped, self._subscriptions = self._subscriptions[keep:], self._subscriptions[:keep]
+        for sub, collector in dropped:
+            self.node.destroy_subscription(sub)
+            collector.clear()
 
     def call(self, srv_type, name: str, request, timeout: float = 20.0, attempts: int = 3):
         """Call a service and return its response. One client per service, kept: a new client's first request
@@ -98,8 +102,10 @@ class Probe:
         key = (srv_type, name)
         client = self._clients.get(key)
         if client is None:
+            from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+
             client = self._clients[key] = self.node.create_client(
-                srv_type, name, callback_group=self._own_group())
+                srv_type, name, callback_group=MutuallyExclusiveCallbackGroup())
         assert client.wait_for_service(timeout_sec=timeout), f"service {name} not available"
         for _ in range(attempts):
             future = client.call_async(request)
@@ -135,29 +141,22 @@ class Probe:
     def close(self) -> None:
         self.executor.shutdown()
         self.node.destroy_node()
-        self.rclpy.try_shutdown(context=self.context)
 
 
-_PROBE: list = []   # the running module's probe once a test has asked for it
+_PROBE: list = []   # the session's probe once a test has asked for it
 
 
 @pytest.fixture(scope="session")
-def rclpy_default_context():
-    """rclpy's default context, for tests that make nodes in this process (the probe has its own)."""
+def probe():
     import rclpy
 
     rclpy.init()
-    yield rclpy.get_default_context()
-    rclpy.try_shutdown()
-
-
-@pytest.fixture(scope="module")
-def probe(rclpy_default_context):
     p = Probe()
     _PROBE.append(p)
     yield p
-    _PROBE.remove(p)
+    _PROBE.clear()
     p.close()
+    rclpy.try_shutdown()
 
 
 _RUNNING: list = []   # NodeProcess objects not stopped yet, for the report of a failed test
@@ -172,7 +171,7 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if report.failed:
         if _PROBE:
-            report.sections.append(("the probe", _PROBE[-1].state()))
+            report.sections.append(("the probe", _PROBE[0].state()))
         for node in _RUNNING:
             code = node.proc.poll()
             state = "running" if code is None else f"exited with {code}"
@@ -240,10 +239,13 @@ def _stop_the_modules_nodes():
     """Set up before, and torn down after, every module-scoped fixture of the module that may start nodes."""
     started: list = []
     _MODULE_NODES.append(started)
+    subscriptions = _PROBE[0].subscription_count if _PROBE else 0
     yield
     _MODULE_NODES.remove(started)
     for p in started:
         p.stop()
+    if _PROBE:
+        _PROBE[0].drop_subscriptions(subscriptions)
 
 
 @pytest.fixture(scope="session")
