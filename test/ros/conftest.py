@@ -124,7 +124,6 @@ class Probe:
         """What the probe is doing, for a failed test's report: whether its executor thread runs, which of its
         entities wait for a callback the executor has not run (rclpy leaves those out of its wait set) and
         where each of its threads is."""
-        import sys
         import traceback
 
         lines = [f"executor thread alive: {self.thread.is_alive()}"]
